@@ -1,0 +1,42 @@
+"""remove-background: remove image backgrounds with rembg's ONNX models, in InvokeAI or plain Python.
+
+    from remove_background import remove
+    result = remove(pil_image, model="u2netp")   # result.image (RGBA), result.mask (L)
+
+Importing this package never needs InvokeAI. When InvokeAI loads it as a node
+pack (its invocation machinery is already imported then), the node registers.
+"""
+
+import sys
+
+__version__ = "1.0.0"
+
+from .catalog import MODEL_NAMES, MODELS  # noqa: E402
+from .errors import (  # noqa: E402
+    DependencyMissingError,
+    InvalidImageError,
+    ModelChecksumError,
+    ModelNotAvailableError,
+    ProviderUnavailableError,
+    RemoveBackgroundError,
+)
+from .pipeline import RemovalResult, load_model, remove  # noqa: E402
+from .sessions import clear_sessions  # noqa: E402
+
+if "invokeai.app.invocations.baseinvocation" in sys.modules:  # loaded by InvokeAI: register the node
+    from . import invocation  # noqa: E402,F401
+
+__all__ = [
+    "remove",
+    "load_model",
+    "clear_sessions",
+    "RemovalResult",
+    "MODELS",
+    "MODEL_NAMES",
+    "RemoveBackgroundError",
+    "ModelNotAvailableError",
+    "ModelChecksumError",
+    "ProviderUnavailableError",
+    "DependencyMissingError",
+    "InvalidImageError",
+]

@@ -1,0 +1,161 @@
+"""The one table of model facts: names, files, URLs, checksums, input sizes, licences.
+
+Everything else (the node's dropdown, the downloader, the docs, the tests)
+reads from ``MODELS``. The values mirror rembg 2.0.69's session classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+UNIT_STD = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file a model needs: its local name, where to fetch it, its checksum."""
+
+    filename: str
+    url: str
+    checksum: Optional[str]  # "md5:<hex>" or "sha256:<hex>"; None when rembg publishes none
+    approx_mb: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about one rembg model."""
+
+    name: str  # rembg's session name
+    label: str  # shown in the workflow editor
+    files: tuple[ModelFile, ...]
+    input_size: int  # square side the model runs at
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output: str  # "minmax", "sigmoid_minmax", "clip_minmax", "cloth" or "sam"
+    licence: str
+    commercial_use: bool
+    description: str
+
+    @property
+    def primary_file(self) -> ModelFile:
+        return self.files[0]
+
+
+def _file(filename: str, remote: str, checksum: Optional[str], approx_mb: int) -> tuple[ModelFile, ...]:
+    return (ModelFile(filename, RELEASES + remote, checksum, approx_mb),)
+
+
+def _single(
+    name: str,
+    label: str,
+    remote: str,
+    checksum: Optional[str],
+    approx_mb: int,
+    size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    output: str,
+    licence: str,
+    description: str,
+    commercial_use: bool = True,
+) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        label=label,
+        files=_file(f"{name}.onnx", remote, checksum, approx_mb),
+        input_size=size,
+        mean=mean,
+        std=std,
+        output=output,
+        licence=licence,
+        commercial_use=commercial_use,
+        description=description,
+    )
+
+
+_BIREFNET = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output="sigmoid_minmax", licence="MIT")
+
+MODELS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        _single("u2net", "U²-Net (general, 176 MB)", "u2net.onnx", "md5:60024c5c889badc19c04ad937298a77b",
+                168, 320, IMAGENET_MEAN, IMAGENET_STD, "clip_minmax", "Apache-2.0",
+                "General-purpose salient object model; rembg's default."),
+        _single("u2netp", "U²-Net-p (general, small & fast, 4.4 MB)", "u2netp.onnx",
+                "md5:8e83ca70e441ab06c318d82300c84806", 5, 320, IMAGENET_MEAN, IMAGENET_STD, "minmax",
+                "Apache-2.0", "A lightweight U²-Net: fastest, good for previews and batches."),
+        _single("u2net_human_seg", "U²-Net human segmentation", "u2net_human_seg.onnx",
+                "md5:c09ddc2e0104f800e3e1bb4652583d1f", 168, 320, IMAGENET_MEAN, IMAGENET_STD, "minmax",
+                "Apache-2.0", "U²-Net trained for people."),
+        _single("u2net_cloth_seg", "U²-Net cloth segmentation", "u2net_cloth_seg.onnx",
+                "md5:2434d1f3cb744e0e49386c906e5a08bb", 168, 768, IMAGENET_MEAN, IMAGENET_STD, "cloth",
+                "MIT", "Clothes on people: upper body, lower body and full-body garments."),
+        _single("silueta", "Silueta (U²-Net, 43 MB)", "silueta.onnx", "md5:55e59e0d8062d2f5d013f4725ee84782",
+                42, 320, IMAGENET_MEAN, IMAGENET_STD, "minmax", "Apache-2.0",
+                "U²-Net reduced to 43 MB with similar quality."),
+        _single("isnet-general-use", "IS-Net general use", "isnet-general-use.onnx",
+                "md5:fc16ebd8b0c10d971d3513d564d01e29", 170, 1024, HALF_MEAN, UNIT_STD, "minmax", "Apache-2.0",
+                "DIS (IS-Net) general-purpose model; crisp edges."),
+        _single("isnet-anime", "IS-Net anime", "isnet-anime.onnx", "md5:6f184e756bb3bd901c8849220a83e38e",
+                168, 1024, IMAGENET_MEAN, UNIT_STD, "minmax", "Apache-2.0",
+                "High-accuracy segmentation of anime characters."),
+        _single("birefnet-general", "BiRefNet general", "BiRefNet-general-epoch_244.onnx",
+                "md5:7a35a0141cbbc80de11d9c9a28f52697", 928, description="BiRefNet general-purpose model.",
+                **_BIREFNET),
+        _single("birefnet-general-lite", "BiRefNet general (lite)",
+                "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", "md5:4fab47adc4ff364be1713e97b7e66334", 214,
+                description="BiRefNet with a tiny Swin backbone: lighter and faster.", **_BIREFNET),
+        _single("birefnet-portrait", "BiRefNet portrait", "BiRefNet-portrait-epoch_150.onnx",
+                "md5:c3a64a6abf20250d090cd055f12a3b67", 928, description="BiRefNet for human portraits.",
+                **_BIREFNET),
+        _single("birefnet-dis", "BiRefNet DIS", "BiRefNet-DIS-epoch_590.onnx",
+                "md5:2d4d44102b446f33a4ebb2e56c051f2b", 928,
+                description="BiRefNet for dichotomous image segmentation (fine structures).", **_BIREFNET),
+        _single("birefnet-hrsod", "BiRefNet HRSOD", "BiRefNet-HRSOD_DHU-epoch_115.onnx",
+                "md5:c017ade5de8a50ff0fd74d790d268dda", 928,
+                description="BiRefNet for high-resolution salient object detection.", **_BIREFNET),
+        _single("birefnet-cod", "BiRefNet COD", "BiRefNet-COD-epoch_125.onnx",
+                "md5:f6d0d21ca89d287f17e7afe9f5fd3b45", 928,
+                description="BiRefNet for concealed (camouflaged) object detection.", **_BIREFNET),
+        _single("birefnet-massive", "BiRefNet massive", "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx",
+                "md5:33e726a2136a3d59eb0fdf613e31e3e9", 928,
+                description="BiRefNet trained on a massive dataset: best general quality, slowest.", **_BIREFNET),
+        _single("bria-rmbg", "BRIA RMBG 2.0 (NON-COMMERCIAL licence)", "bria-rmbg-2.0.onnx",
+                "sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958", 977, 1024,
+                IMAGENET_MEAN, IMAGENET_STD, "minmax", "CC BY-NC 4.0",
+                "BRIA RMBG 2.0. Non-commercial use only (CC BY-NC 4.0); commercial use needs a licence from BRIA.",
+                commercial_use=False),
+        ModelInfo(
+            name="sam",
+            label="Segment Anything (ViT-B, prompted)",
+            files=(
+                ModelFile("sam_vit_b_01ec64.encoder.onnx", RELEASES + "sam_vit_b_01ec64.encoder.onnx", None, 343),
+                ModelFile("sam_vit_b_01ec64.decoder.onnx", RELEASES + "sam_vit_b_01ec64.decoder.onnx", None, 16),
+            ),
+            input_size=1024,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            output="sam",
+            licence="Apache-2.0",
+            commercial_use=True,
+            description="Segment Anything ViT-B: segments the object under a point prompt (default: the centre).",
+        ),
+    )
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+DEFAULT_MODEL = "u2netp"
+
+
+def get_model(name: str) -> ModelInfo:
+    """Return the catalog entry for ``name`` or raise a ValueError listing the valid names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_NAMES)}.") from None

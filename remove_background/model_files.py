@@ -1,0 +1,250 @@
+"""Model files: find them, verify them once, download them atomically.
+
+Layout: ``<models_dir>/<file name from the catalog>``. Inside InvokeAI
+``models_dir`` is ``<InvokeAI models dir>/rembg``. Files that rembg itself
+already downloaded (``$U2NET_HOME``, ``~/.u2net``) are used where they lie.
+
+A file is hashed once; the result is remembered in ``.verified.json`` beside
+it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from .catalog import ModelFile, ModelInfo
+from .errors import ModelChecksumError, ModelNotAvailableError
+
+log = logging.getLogger(__name__)
+
+VERIFIED_INDEX = ".verified.json"
+CHUNK = 1 << 20
+
+Progress = Callable[[str, int, Optional[int]], None]  # (file name, bytes done, total or None)
+
+_index_lock = threading.Lock()
+_download_locks: dict[Path, threading.Lock] = {}
+
+
+def default_models_dir() -> Path:
+    """Where models go outside InvokeAI: ``$REMOVE_BACKGROUND_MODELS`` or ``~/.cache/remove-background/models``."""
+    env = os.environ.get("REMOVE_BACKGROUND_MODELS")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "remove-background" / "models"
+
+
+def rembg_dirs() -> list[Path]:
+    """Folders where rembg keeps its own downloads (searched, never written)."""
+    dirs = []
+    if os.environ.get("U2NET_HOME"):
+        dirs.append(Path(os.environ["U2NET_HOME"]).expanduser())
+    dirs.append(Path(os.environ.get("XDG_DATA_HOME", "~")).expanduser() / ".u2net")
+    dirs.append(Path("~/.u2net").expanduser())
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def file_checksum(path: Path, algorithm: str) -> str:
+    """Hash a file in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split(checksum: str) -> tuple[str, str]:
+    algorithm, _, digest = checksum.partition(":")
+    return algorithm.lower(), digest.lower()
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_index(folder: Path) -> dict:
+    try:
+        return json.loads((folder / VERIFIED_INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_verified(path: Path, checksum: str) -> None:
+    """Record that ``path`` matched ``checksum`` at its current size and mtime (best effort)."""
+    with _index_lock:
+        index = _read_index(path.parent)
+        index[path.name] = {**_stamp(path), "checksum": checksum}
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".verified-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(index, f, indent=1, sort_keys=True)
+            os.replace(tmp, path.parent / VERIFIED_INDEX)
+        except OSError:  # a read-only folder (rembg's, say) just means we hash again next time
+            log.debug("could not write %s in %s", VERIFIED_INDEX, path.parent)
+
+
+def is_verified(path: Path, checksum: Optional[str]) -> bool:
+    """True when ``path`` was hashed before at its current size and mtime and matched."""
+    if checksum is None:
+        return path.is_file()
+    entry = _read_index(path.parent).get(path.name)
+    try:
+        return bool(entry) and entry.get("checksum") == checksum and entry == {**_stamp(path), "checksum": checksum}
+    except OSError:
+        return False
+
+
+def verify(path: Path, spec: ModelFile) -> None:
+    """Raise ModelChecksumError unless ``path`` matches the catalog checksum (hashing only when needed)."""
+    if spec.checksum is None or is_verified(path, spec.checksum):
+        return
+    algorithm, expected = _split(spec.checksum)
+    actual = file_checksum(path, algorithm)
+    if actual != expected:
+        size = path.stat().st_size
+        raise ModelChecksumError(
+            f"Model file {path} is corrupt or truncated: {algorithm} checksum {actual} does not match the "
+            f"expected {expected} ({size:,} bytes on disk, about {spec.approx_mb} MB expected). Delete it and "
+            f"download it again from {spec.url}"
+        )
+    _remember_verified(path, spec.checksum)
+
+
+def find_file(spec: ModelFile, models_dir: Path, extra_dirs: Iterable[Path] = ()) -> Optional[Path]:
+    """Return the first existing copy of ``spec``: our folder first, then rembg's folders."""
+    for folder in (models_dir, *extra_dirs):
+        candidate = folder / spec.filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_message(spec: ModelFile, models_dir: Path, reason: str) -> str:
+    return (
+        f"Model file '{spec.filename}' is not in {models_dir} and could not be downloaded ({reason}). "
+        f"Download it from {spec.url} and place it at {models_dir / spec.filename} "
+        f"(checksum {spec.checksum or 'not published'})."
+    )
+
+
+def download(spec: ModelFile, models_dir: Path, progress: Optional[Progress] = None, timeout: float = 30.0) -> Path:
+    """Download ``spec`` into ``models_dir`` atomically, verify it, and return its path.
+
+    The bytes go to a temporary file in the same folder, renamed into place only
+    when complete and verified. On any failure nothing is left behind.
+    """
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / spec.filename
+    fd, tmp_name = tempfile.mkstemp(dir=models_dir, prefix=f".{spec.filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(spec.url, timeout=timeout)
+            except urllib.error.HTTPError as e:
+                raise ModelNotAvailableError(_missing_message(spec, models_dir, f"HTTP {e.code} {e.reason}")) from None
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                raise ModelNotAvailableError(
+                    _missing_message(spec, models_dir, f"offline or unreachable: {reason}")
+                ) from None
+            with response:
+                total = response.headers.get("Content-Length")
+                total_bytes = int(total) if total and total.isdigit() else None
+                done = 0
+                while True:
+                    try:
+                        chunk = response.read(CHUNK)
+                    except (OSError, ValueError) as e:  # connection reset, timeout, IncompleteRead
+                        raise ModelNotAvailableError(
+                            _missing_message(spec, models_dir, f"the transfer broke off after {done:,} bytes: {e}")
+                        ) from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(spec.filename, done, total_bytes)
+                if total_bytes is not None and done != total_bytes:
+                    raise ModelNotAvailableError(
+                        _missing_message(spec, models_dir, f"the transfer broke off at {done:,} of {total_bytes:,} bytes")
+                    )
+        if spec.checksum:
+            algorithm, expected = _split(spec.checksum)
+            actual = file_checksum(tmp, algorithm)
+            if actual != expected:
+                raise ModelChecksumError(
+                    f"Downloaded '{spec.filename}' from {spec.url} is corrupt: {algorithm} checksum {actual} does "
+                    f"not match the expected {expected}. Nothing was saved; try again, or place a good copy at "
+                    f"{target}."
+                )
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if spec.checksum:
+        _remember_verified(target, spec.checksum)
+    return target
+
+
+def ensure_file(
+    spec: ModelFile,
+    models_dir: Path,
+    progress: Optional[Progress] = None,
+    allow_download: bool = True,
+    search_rembg_dirs: bool = True,
+) -> Path:
+    """Return a verified local path for ``spec``, downloading it if missing."""
+    extra = rembg_dirs() if search_rembg_dirs else []
+    found = find_file(spec, models_dir, extra)
+    if found is not None:
+        verify(found, spec)
+        return found
+    if not allow_download:
+        raise ModelNotAvailableError(_missing_message(spec, models_dir, "downloads are disabled"))
+    lock = _download_locks.setdefault(models_dir / spec.filename, threading.Lock())
+    with lock:  # two threads asking for the same missing file download it once
+        found = find_file(spec, models_dir)
+        if found is not None:
+            verify(found, spec)
+            return found
+        log.info("Downloading %s from %s into %s", spec.filename, spec.url, models_dir)
+        return download(spec, models_dir, progress)
+
+
+def ensure_model(
+    model: ModelInfo,
+    models_dir: Path,
+    progress: Optional[Progress] = None,
+    allow_download: bool = True,
+    search_rembg_dirs: bool = True,
+) -> list[Path]:
+    """Return verified local paths for every file ``model`` needs."""
+    return [ensure_file(f, models_dir, progress, allow_download, search_rembg_dirs) for f in model.files]
+
+
+def model_status(model: ModelInfo, models_dir: Path) -> list[tuple[ModelFile, Optional[Path], str]]:
+    """For each file: (spec, path or None, 'verified' | 'present' | 'missing'), without hashing."""
+    rows = []
+    for spec in model.files:
+        path = find_file(spec, models_dir, rembg_dirs())
+        if path is None:
+            rows.append((spec, None, "missing"))
+        else:
+            rows.append((spec, path, "verified" if is_verified(path, spec.checksum) else "present"))
+    return rows

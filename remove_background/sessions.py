@@ -1,0 +1,174 @@
+"""A bounded, thread-safe LRU cache of live model sessions, keyed by (model, providers, files).
+
+A session is created once per key and reused. Creation of one key never blocks
+the use of another, and two threads asking for the same key create it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .catalog import ModelInfo
+from .errors import DependencyMissingError, ModelChecksumError
+from .providers import ProviderPlan, check_loaded
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SESSIONS = int(os.environ.get("REMOVE_BACKGROUND_MAX_SESSIONS", "2"))
+
+INSTALL_HINT = (
+    "pip install 'remove-background' (or, inside InvokeAI's environment: pip install rembg==2.0.69 "
+    "onnxruntime==1.19.2 'numpy<2')"
+)
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise DependencyMissingError(
+            f"onnxruntime is not installed in this Python environment ({e}). Install it with: {INSTALL_HINT}"
+        ) from None
+    return ort
+
+
+def session_options(ort) -> Any:
+    """ONNX Runtime settings: all graph optimisations; threads from OMP_NUM_THREADS when set."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    return opts
+
+
+@dataclass
+class LoadedModel:
+    """A live model: its ONNX Runtime sessions and what they actually run on."""
+
+    info: ModelInfo
+    ort_sessions: list
+    providers: list[str]
+    plan: ProviderPlan
+    _rembg: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def main(self):
+        return self.ort_sessions[0]
+
+    def rembg_session(self):
+        """rembg's session object for this model, wrapped around our ORT sessions (no re-download, no re-hash)."""
+        with self._lock:
+            if self._rembg is None:
+                try:
+                    from rembg.sessions import sessions as rembg_classes
+                except ImportError as e:
+                    raise DependencyMissingError(
+                        f"rembg is not installed in this Python environment ({e}). Install it with: {INSTALL_HINT}"
+                    ) from None
+                cls = rembg_classes[self.info.name]
+                session = cls.__new__(cls)
+                session.model_name = self.info.name
+                if self.info.output == "sam":
+                    session.encoder, session.decoder = self.ort_sessions
+                else:
+                    session.inner_session = self.main
+                self._rembg = session
+            return self._rembg
+
+
+def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> LoadedModel:
+    """Create ORT sessions for ``info`` from ``paths`` on ``plan``; check which providers loaded."""
+    ort = import_onnxruntime()
+    opts = session_options(ort)
+    sessions = []
+    for path in paths:
+        try:
+            sessions.append(ort.InferenceSession(str(path), sess_options=opts, providers=list(plan.providers)))
+        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
+            text = str(e)
+            if "protobuf" in text.lower() or "parsing" in text.lower() or "model" in text.lower():
+                raise ModelChecksumError(
+                    f"Model file {path} could not be loaded by ONNX Runtime; it looks corrupt or truncated. "
+                    f"Delete it and download it again. ({text.strip()[:300]})"
+                ) from None
+            raise
+    loaded = list(sessions[0].get_providers())
+    check_loaded(plan, loaded, info.name)
+    return LoadedModel(info=info, ort_sessions=sessions, providers=loaded, plan=plan)
+
+
+class SessionCache:
+    """Bounded LRU of LoadedModel, safe to use from several threads at once."""
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SESSIONS):
+        self.max_size = max(1, max_size)
+        self._items: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self.created = 0  # how many sessions were created (for tests and benchmarks)
+
+    def get(self, key: tuple, factory: Callable[[], LoadedModel]) -> LoadedModel:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            model = factory()
+            with self._lock:
+                self.created += 1
+                self._items[key] = model
+                self._items.move_to_end(key)
+                while len(self._items) > self.max_size:
+                    old_key, _ = self._items.popitem(last=False)
+                    log.info("remove-background: evicted session %s", old_key[0])
+                self._key_locks.pop(key, None)
+            return model
+
+    def clear(self) -> int:
+        """Drop every cached session; return how many were dropped."""
+        with self._lock:
+            n = len(self._items)
+            self._items.clear()
+            return n
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._items)
+
+
+CACHE = SessionCache()
+
+
+def get_session(
+    info: ModelInfo,
+    paths: list[Path],
+    plan: ProviderPlan,
+    cache: Optional[SessionCache] = None,
+) -> LoadedModel:
+    """The cached LoadedModel for (model, providers, files), created on first use."""
+    cache = cache or CACHE
+    key = (info.name, plan.key, tuple(str(p) for p in paths))
+    return cache.get(key, lambda: create_model(info, paths, plan))
+
+
+def clear_sessions() -> int:
+    """Empty the global session cache (frees model memory)."""
+    return CACHE.clear()
