@@ -69,7 +69,7 @@ class ProviderPlan:
     @property
     def key(self) -> tuple:
         """Hashable description for the session cache."""
-        return tuple((p, tuple(sorted(o.items()))) if isinstance(p, tuple) else (p, ()) for p in self.providers)
+        return tuple((p[0], tuple(sorted(p[1].items()))) if isinstance(p, tuple) else (p, ()) for p in self.providers)
 
 
 def available_providers() -> list[str]:

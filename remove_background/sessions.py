@@ -164,7 +164,7 @@ def get_session(
     cache: Optional[SessionCache] = None,
 ) -> LoadedModel:
     """The cached LoadedModel for (model, providers, files), created on first use."""
-    cache = cache or CACHE
+    cache = CACHE if cache is None else cache
     key = (info.name, plan.key, tuple(str(p) for p in paths))
     return cache.get(key, lambda: create_model(info, paths, plan))
 

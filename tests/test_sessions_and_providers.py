@@ -1,0 +1,149 @@
+"""The session cache (LRU, thread-safe, clearable) and honest execution providers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from remove_background import catalog, sessions
+from remove_background.errors import ProviderUnavailableError
+from remove_background.providers import check_loaded, plan_providers
+from remove_background.sessions import SessionCache
+
+CPU_ONLY = ["CPUExecutionProvider"]
+WITH_CUDA = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_cache_creates_once_and_reuses():
+    cache = SessionCache(max_size=2)
+    made = []
+    factory = lambda: made.append(1) or object()  # noqa: E731
+    a = cache.get(("a",), factory)
+    assert cache.get(("a",), factory) is a
+    assert len(made) == 1 and cache.created == 1
+
+
+def test_cache_is_lru_bounded():
+    cache = SessionCache(max_size=2)
+    cache.get(("a",), object)
+    cache.get(("b",), object)
+    cache.get(("a",), object)  # a is now most recent
+    cache.get(("c",), object)  # evicts b
+    assert cache.keys() == [("a",), ("c",)]
+
+
+def test_cache_is_thread_safe_one_creation_per_key():
+    cache = SessionCache(max_size=4)
+    made = []
+
+    def slow():
+        made.append(1)
+        time.sleep(0.2)
+        return object()
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get(("k",), slow))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len({id(r) for r in results}) == 1
+
+
+def test_cache_can_be_emptied():
+    cache = SessionCache()
+    cache.get(("a",), object)
+    assert cache.clear() == 1 and len(cache) == 0
+
+
+def test_real_session_is_cached_per_model_and_provider(models_dir):
+    info = catalog.MODELS["u2netp"]
+    path = models_dir / "u2netp.onnx"
+    cache = SessionCache()
+    a = sessions.get_session(info, [path], plan_providers("cpu", available=CPU_ONLY), cache)
+    b = sessions.get_session(info, [path], plan_providers("auto", "cpu", available=CPU_ONLY), cache)
+    assert a.providers == ["CPUExecutionProvider"]
+    assert b is a and cache.created == 1  # "cpu" and "auto" on a CPU device run the same providers: one session
+    c = sessions.get_session(info, [path], plan_providers("cpu", available=CPU_ONLY), cache)
+    assert c is a and cache.created == 1
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [("cuda", 0), ("cuda:1", 1), ("cuda:3", 3)],
+)
+def test_auto_follows_invokeai_cuda_device_mocked_cuda_provider(device, expected):
+    plan = plan_providers("auto", device, available=WITH_CUDA)
+    assert plan.providers[0] == ("CUDAExecutionProvider", {"device_id": expected})
+    assert plan.providers[-1] == "CPUExecutionProvider" and not plan.explicit
+
+
+def test_cuda_devices_are_different_cache_keys_mocked_cuda_provider():
+    assert plan_providers("auto", "cuda:0", available=WITH_CUDA).key != plan_providers(
+        "auto", "cuda:1", available=WITH_CUDA
+    ).key
+
+
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_auto_on_cpu_and_mps_uses_cpu(device):
+    assert plan_providers("auto", device, available=WITH_CUDA + ["CoreMLExecutionProvider"]).providers == (
+        "CPUExecutionProvider",
+    )
+
+
+def test_auto_on_cuda_without_gpu_provider_warns_and_uses_cpu(caplog):
+    with caplog.at_level(logging.WARNING):
+        plan = plan_providers("auto", "cuda:0", available=CPU_ONLY)
+    assert plan.providers == ("CPUExecutionProvider",)
+    assert "CUDAExecutionProvider" in caplog.text and "CPU" in caplog.text
+
+
+def test_explicit_unavailable_provider_fails_with_fix():
+    with pytest.raises(ProviderUnavailableError) as e:
+        plan_providers("cuda", available=CPU_ONLY)
+    text = str(e.value)
+    assert "'cuda'" in text and "CUDAExecutionProvider" in text and "Available: CPUExecutionProvider" in text
+    assert "pip" in text
+
+
+def test_tensorrt_chains_cuda_then_cpu_mocked_providers():
+    plan = plan_providers("tensorrt", "cuda:1", available=WITH_CUDA)
+    assert [p[0] if isinstance(p, tuple) else p for p in plan.providers] == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+
+
+def test_explicit_provider_that_fails_to_load_raises_mocked_cuda_provider():
+    plan = plan_providers("cuda", available=WITH_CUDA)  # the provider list lies: CUDA is "available"...
+    with pytest.raises(ProviderUnavailableError, match="loaded only CPUExecutionProvider"):
+        check_loaded(plan, ["CPUExecutionProvider"], "u2netp")  # ...but only the CPU loaded
+
+
+def test_auto_provider_that_fails_to_load_warns_mocked_cuda_provider(caplog):
+    plan = plan_providers("auto", "cuda:0", available=WITH_CUDA)
+    with caplog.at_level(logging.WARNING):
+        check_loaded(plan, ["CPUExecutionProvider"], "u2netp")
+    assert "CUDAExecutionProvider" in caplog.text and "CPU instead" in caplog.text
+
+
+def test_real_session_with_lying_provider_list_fails_clearly_mocked_cuda_provider(models_dir, monkeypatch):
+    """onnxruntime claims CUDA is available (as when both ORT wheels are installed), but it cannot load here."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: WITH_CUDA)
+    from remove_background import remove
+    from PIL import Image
+
+    with pytest.raises(ProviderUnavailableError) as e:
+        remove(Image.new("RGB", (8, 8)), provider="cuda", models_dir=models_dir)
+    assert "CUDAExecutionProvider" in str(e.value)
+
+
+def test_unknown_provider_is_rejected():
+    with pytest.raises(ValueError, match="Choose one of"):
+        plan_providers("vulkan")
