@@ -1,0 +1,113 @@
+"""The node inside real InvokeAI services (in-memory sqlite, temporary image store), on real u2netp weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import horse_scene
+from invokeai_services import build_services, run_node
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def invokeai(tmp_path_factory, u2netp_file):
+    root = tmp_path_factory.mktemp("invokeai_root")
+    services = build_services(root)
+    from remove_background import invocation  # registers the node (InvokeAI is imported now)
+    import fetch_weights
+
+    fetch_weights.place(services.configuration.models_path / "rembg")
+    return services, invocation
+
+
+def upload(services, image: Image.Image) -> str:
+    from invokeai.app.services.image_records.image_records_common import ImageCategory, ResourceOrigin
+
+    dto = services.images.create(image=image, image_origin=ResourceOrigin.EXTERNAL, image_category=ImageCategory.USER)
+    return dto.image_name
+
+
+def test_models_live_in_invokeai_models_dir_rembg(invokeai):
+    services, invocation = invokeai
+    assert (services.configuration.models_path / "rembg" / "u2netp.onnx").is_file()
+
+
+def test_node_saves_cutout_and_mask_with_board_and_metadata(invokeai):
+    services, invocation = invokeai
+    from invokeai.invocation_api import BoardField, ImageField, MetadataField
+
+    board = services.boards.create(board_name="cut-outs", user_id="system")
+    image, truth = horse_scene()
+    name = upload(services, image)
+    before = services.image_files.get(name).tobytes()
+    node = invocation.RemoveBackgroundInvocation(
+        id="rb",
+        image=ImageField(image_name=name),
+        model="u2netp",
+        board=BoardField(board_id=board.board_id),
+        metadata=MetadataField.model_validate({"positive_prompt": "a horse"}),
+    )
+    out = run_node(services, node)
+    assert type(out).__name__ == "RemoveBackgroundOutput"
+    assert (out.width, out.height) == image.size
+    cut = services.image_files.get(out.image.image_name)
+    mask = services.image_files.get(out.mask.image_name)
+    assert cut.mode == "RGBA" and mask.mode == "L" and cut.size == mask.size == image.size
+    alpha = np.asarray(mask) > 127
+    assert (alpha & truth).sum() / (alpha | truth).sum() >= 0.95
+    assert np.array_equal(np.asarray(cut)[:, :, 3], np.asarray(mask))
+    cut_dto = services.images.get_dto(out.image.image_name)
+    mask_dto = services.images.get_dto(out.mask.image_name)
+    assert cut_dto.board_id == board.board_id and mask_dto.board_id == board.board_id
+    assert mask_dto.image_category == "mask" and cut_dto.image_category == "general"
+    assert services.images.get_metadata(out.image.image_name).root["positive_prompt"] == "a horse"
+    assert services.image_files.get(name).tobytes() == before  # the input in the store is untouched
+
+
+def test_second_run_reuses_the_cached_session(invokeai):
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+    from remove_background import sessions
+
+    name = upload(services, Image.new("RGB", (64, 48), (200, 10, 10)))
+    run_node(services, invocation.RemoveBackgroundInvocation(id="a", image=ImageField(image_name=name)))
+    created = sessions.CACHE.created
+    out = run_node(services, invocation.RemoveBackgroundInvocation(id="b", image=ImageField(image_name=name)))
+    assert sessions.CACHE.created == created
+    assert (out.width, out.height) == (64, 48)
+
+
+def test_missing_model_offline_fails_with_a_clear_message(invokeai):
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+    from remove_background import ModelNotAvailableError
+
+    name = upload(services, Image.new("RGB", (32, 32), (1, 2, 3)))
+    node = invocation.RemoveBackgroundInvocation(id="m", image=ImageField(image_name=name), model="isnet-anime")
+    with pytest.raises(ModelNotAvailableError) as e:
+        run_node(services, node)
+    folder = services.configuration.models_path / "rembg"
+    assert "isnet-anime.onnx" in str(e.value) and str(folder) in str(e.value)
+    assert "https://github.com/danielgatis/rembg/releases" in str(e.value)
+    assert not any(p.name.endswith(".part") for p in folder.iterdir())
+
+
+def test_node_schema_has_labelled_dropdowns_and_version(invokeai):
+    _, invocation = invokeai
+    from remove_background import MODEL_NAMES, __version__
+
+    cls = invocation.RemoveBackgroundInvocation
+    schema = cls.model_json_schema()
+    assert schema["properties"]["model"]["enum"] == list(MODEL_NAMES)
+    assert set(schema["properties"]["model"]["ui_choice_labels"]) == set(MODEL_NAMES)
+    assert "NON-COMMERCIAL" in schema["properties"]["model"]["ui_choice_labels"]["bria-rmbg"]
+    assert schema["properties"]["execution_provider"]["enum"] == [
+        "auto", "cpu", "cuda", "tensorrt", "rocm", "directml", "openvino", "coreml"
+    ]
+    assert cls.UIConfig.title == "Remove Background" and cls.UIConfig.category == "image"
+    assert {"background", "remove", "rembg", "mask", "cutout"} <= set(cls.UIConfig.tags)
+    assert cls.UIConfig.version == __version__
+    assert cls.model_fields["type"].default == "remove_background_rembg"
