@@ -1,9 +1,9 @@
 """The InvokeAI node: fields and wiring only. All the work happens in ``pipeline``.
 
-This is the only module that imports InvokeAI.
+This is the only module that imports InvokeAI. (No `from __future__ import annotations` here:
+InvokeAI reads the return annotation of `invoke` as a class.)
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal, Optional

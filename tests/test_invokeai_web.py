@@ -1,0 +1,91 @@
+"""End to end: a real invokeai-web on 127.0.0.1 with the pack in its nodes folder, driven over REST."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fetch_weights
+from conftest import horse_scene
+from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, u2netp_file):
+    root = prepare_root(tmp_path_factory.mktemp("invokeai_web_root"))
+    fetch_weights.place(root / "models" / "rembg")  # pre-placed offline, where the node looks
+    with InvokeAIServer(root) as s:
+        yield s
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_pack_loads_and_node_is_in_openapi(server):
+    assert "Loading node pack remove_background" in "".join(server.lines)
+    assert not any("Failed to load node pack" in line for line in server.lines)
+    schema = server.get("/openapi.json")
+    node = schema["components"]["schemas"]["RemoveBackgroundInvocation"]
+    assert node["properties"]["type"]["default"] == "remove_background_rembg"
+    assert "u2netp" in node["properties"]["model"]["enum"]
+    assert "RemoveBackgroundOutput" in schema["components"]["schemas"]
+    packs = server.get("/api/v2/custom_nodes/")
+    assert "remove_background" in str(packs)
+
+
+def test_single_image_round_trip(server):
+    image, truth = horse_scene()
+    name = server.upload(png(image))
+    [item_id] = server.enqueue(removal_graph(name, model="u2netp"))
+    item = server.wait(item_id)
+    assert item["status"] == "completed", item.get("error_message")
+    [out] = outputs_of(item)
+    assert (out["width"], out["height"]) == image.size
+    cut = Image.open(io.BytesIO(server.download(out["image"]["image_name"])))
+    mask = Image.open(io.BytesIO(server.download(out["mask"]["image_name"])))
+    assert cut.mode == "RGBA" and mask.mode == "L" and cut.size == mask.size == image.size
+    alpha = np.asarray(mask) > 127
+    assert (alpha & truth).sum() / (alpha | truth).sum() >= 0.95
+
+
+def test_batch_over_several_images(server):
+    images = [horse_scene("coffee")[0], horse_scene("chelsea", (40, 90, 200))[0], Image.new("RGB", (50, 70), "red")]
+    names = [server.upload(png(im), f"in{i}.png") for i, im in enumerate(images)]
+    data = [[{"node_path": "remove_bg", "field_name": "image", "items": [{"image_name": n} for n in names]}]]
+    item_ids = server.enqueue(removal_graph(model="u2netp"), data)
+    assert len(item_ids) == 3
+    sizes = []
+    for item_id in item_ids:
+        item = server.wait(item_id)
+        assert item["status"] == "completed", item.get("error_message")
+        [out] = outputs_of(item)
+        sizes.append((out["width"], out["height"]))
+        assert Image.open(io.BytesIO(server.download(out["mask"]["image_name"]))).mode == "L"
+    assert sorted(sizes) == sorted(im.size for im in images)
+
+
+def test_missing_model_offline_fails_the_item_clearly(server):
+    name = server.upload(png(Image.new("RGB", (16, 16), "blue")))
+    [item_id] = server.enqueue(removal_graph(name, model="silueta"))
+    item = server.wait(item_id)
+    assert item["status"] == "failed"
+    assert item["error_type"] == "ModelNotAvailableError"
+    message = item["error_message"]
+    assert "silueta.onnx" in message and str(server.root / "models" / "rembg") in message
+    assert "releases/download/v0.0.0/silueta.onnx" in message
+
+
+def test_bad_model_name_is_rejected_at_enqueue(server):
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as e:
+        server.enqueue(removal_graph("x.png", model="no-such-model"))
+    assert e.value.code == 422
