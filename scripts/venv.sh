@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
-KEY="$(cat "$ROOT/.ci/requirements-test.txt" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+KEY="$( (cat "$ROOT/.ci/requirements-test.txt"; sed -n "/^dependencies = \[/,/^\]/p" "$ROOT/pyproject.toml") | sha256sum | cut -c1-16)"
 CACHE="${REMOVE_BACKGROUND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/remove-background}"
 VENV="$CACHE/venv-$KEY"
 if [ ! -f "$VENV/.complete" ]; then
@@ -13,11 +13,14 @@ if [ ! -f "$VENV/.complete" ]; then
   rm -rf "$VENV"
   mkdir -p "$CACHE"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -r "$ROOT/.ci/requirements-test.txt" >&2
+  # pip's notes about this machine's extra local indexes are noise: keep only real errors.
+  "$VENV/bin/python" -m pip install -q -r "$ROOT/.ci/requirements-test.txt" 2>&1 \
+    | grep -v "^WARNING: Location .* is ignored" >&2 || true
+  "$VENV/bin/python" -c "import invokeai, rembg.sessions, onnxruntime" >&2  # fails loudly if the install did
   touch "$VENV/.complete"
 fi
 # Our package, editable and without dependencies: cheap, so done on every run.
-"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >&2 2>/dev/null \
-  || "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
+"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" 2>&1 \
+  | grep -v "^WARNING: Location .* is ignored" >&2 || true
+"$VENV/bin/python" -c "import remove_background" >&2
 echo "$VENV"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The main job: a real InvokeAI with this node removes the background of the embedded sample photo.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$(bash "$ROOT/scripts/venv.sh")"
+exec "$VENV/bin/python" "$ROOT/scripts/demo.py" "$@"
