@@ -22,5 +22,22 @@ def combine_alpha(mask: np.ndarray, input_alpha: Optional[np.ndarray]) -> np.nda
 
 
 def cutout(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
-    """RGB plus an L alpha into a new RGBA image (done in C by PIL: no full-size numpy copies)."""
-    return Image.merge("RGBA", (*rgb.split(), alpha))
+    """RGB plus an L alpha into a new RGBA image, in C by PIL: one RGBA allocation, no per-channel copies."""
+    out = rgb.convert("RGBA")
+    out.putalpha(alpha)
+    return out
+
+
+def over_background(rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int, int]) -> np.ndarray:
+    """Composite straight-alpha RGB over a solid RGBA colour ("over" operator); returns H×W×4 uint8."""
+    a = alpha.astype(np.float32) / 255.0
+    bg_a = colour[3] / 255.0
+    out_a = a + bg_a * (1.0 - a)
+    safe = np.where(out_a > 0, out_a, 1.0)
+    bg = np.asarray(colour[:3], np.float32)
+    rgb_out = (rgb.astype(np.float32) * a[..., None] + bg * (bg_a * (1.0 - a))[..., None]) / safe[..., None]
+    out = np.empty((*alpha.shape, 4), np.uint8)
+    out[..., :3] = np.clip(rgb_out + 0.5, 0, 255)
+    out[..., 3] = np.clip(out_a * 255.0 + 0.5, 0, 255)
+    out[out_a == 0, :3] = colour[:3]
+    return out

@@ -55,3 +55,15 @@ def test_unknown_model_error_lists_choices():
         assert "u2netp" in str(e) and "u2netx" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_readme_model_table_is_generated_from_the_catalog():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    table = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "models_table.py")], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert table in (ROOT / "README.md").read_text()

