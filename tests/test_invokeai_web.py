@@ -37,6 +37,11 @@ def test_pack_loads_and_node_is_in_openapi(server):
     assert node["properties"]["type"]["default"] == "remove_background_rembg"
     assert "u2netp" in node["properties"]["model"]["enum"]
     assert "RemoveBackgroundOutput" in schema["components"]["schemas"]
+    props = node["properties"]
+    assert props["mask_threshold"]["minimum"] == 0 and props["mask_threshold"]["maximum"] == 255
+    assert props["mask_grow"]["minimum"] == -256 and props["mask_grow"]["maximum"] == 256
+    for field in ("mask_blur", "alpha_matting", "decontaminate", "background_color", "output_mode", "cloth_category"):
+        assert props[field]["description"], field
     packs = server.get("/api/v2/custom_nodes/")
     assert "remove_background" in str(packs)
 

@@ -111,3 +111,57 @@ def test_node_schema_has_labelled_dropdowns_and_version(invokeai):
     assert {"background", "remove", "rembg", "mask", "cutout"} <= set(cls.UIConfig.tags)
     assert cls.UIConfig.version == __version__
     assert cls.model_fields["type"].default == "remove_background_rembg"
+
+
+NODE_OPTIONS = [
+    {"post_process_mask": True},
+    {"mask_threshold": 128},
+    {"mask_grow": 5},
+    {"mask_grow": -5},
+    {"mask_blur": 3.0},
+    {"mask_invert": True},
+    {"alpha_matting": True},
+    {"decontaminate": True},
+    {"background": "color", "background_color": {"r": 0, "g": 0, "b": 255, "a": 255}},
+    {"output_mode": "mask_only"},
+    {"sam_point_x": 10, "sam_point_y": 20},  # ignored by u2netp, accepted by the node
+    {"alpha_matting": True, "decontaminate": True, "mask_grow": 2, "mask_blur": 1.5,
+     "background": "color", "background_color": {"r": 255, "g": 255, "b": 255, "a": 128}},
+]
+
+
+@pytest.mark.parametrize("options", NODE_OPTIONS, ids=lambda o: ",".join(o))
+def test_option_matrix_through_the_node(invokeai, options):
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+    from remove_background import remove
+
+    image, _ = horse_scene()
+    name = upload(services, image)
+    node = invocation.RemoveBackgroundInvocation(id="opt", image=ImageField(image_name=name), **options)
+    out = run_node(services, node)
+    mask = services.image_files.get(out.mask.image_name)
+    cut = services.image_files.get(out.image.image_name)
+    assert mask.size == cut.size == image.size
+    api_kwargs = {k: v for k, v in options.items() if k not in ("background", "background_color", "sam_point_x",
+                                                                   "sam_point_y")}
+    if options.get("background") == "color":
+        c = options["background_color"]
+        api_kwargs["background_color"] = (c["r"], c["g"], c["b"], c["a"])
+    expected = remove(image, model="u2netp", models_dir=services.configuration.models_path / "rembg", **api_kwargs)
+    assert np.array_equal(np.asarray(mask), np.asarray(expected.mask))  # the node is a thin wrapper over the API
+    if options.get("output_mode") == "mask_only":
+        assert out.image.image_name == out.mask.image_name
+    else:
+        assert cut.mode == "RGBA"
+
+
+@pytest.mark.parametrize("field, bad", [("mask_threshold", 256), ("mask_grow", 999), ("mask_blur", -1.0),
+                                        ("alpha_matting_erode_size", 65), ("sam_point_x", -5)])
+def test_node_fields_are_bounded(invokeai, field, bad):
+    _, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        invocation.RemoveBackgroundInvocation(id="x", image=ImageField(image_name="x.png"), **{field: bad})
