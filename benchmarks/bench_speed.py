@@ -55,19 +55,64 @@ class PeakRSS:
         self.extra = self.peak - self.base
 
 
-def timed(fn, repeats: int):
-    """(cold seconds, warm median seconds, peak extra bytes over the warm calls)."""
-    t = time.perf_counter()
-    fn(cold=True)
-    cold = time.perf_counter() - t
-    times, peak = [], 0
+def measure(columns: dict, repeats: int) -> dict:
+    """Cold call of each column, then ``repeats`` rounds calling the columns in turn (interleaved, so drift and
+    noise hit them alike). Returns {name: (cold s, warm median s, peak extra RSS bytes)}."""
+    cold = {}
+    for name, fn in columns.items():
+        t = time.perf_counter()
+        fn(cold=True)
+        cold[name] = time.perf_counter() - t
+    warm = {name: [] for name in columns}
+    peak = dict.fromkeys(columns, 0)
     for _ in range(repeats):
-        with PeakRSS() as m:
-            t = time.perf_counter()
-            fn(cold=False)
-            times.append(time.perf_counter() - t)
-        peak = max(peak, m.extra)
-    return cold, statistics.median(times), peak
+        for name, fn in columns.items():
+            with PeakRSS() as m:
+                t = time.perf_counter()
+                fn(cold=False)
+                warm[name].append(time.perf_counter() - t)
+            peak[name] = max(peak[name], m.extra)
+    return {name: (cold[name], statistics.median(warm[name]), peak[name]) for name in columns}
+
+
+def ort_settings_table(model_path: Path, x: np.ndarray, repeats: int) -> None:
+    """Raw session.run under each ONNX Runtime setting we considered, against ORT's defaults, side by side."""
+    import onnxruntime as ort
+
+    from remove_background import sessions
+
+    def opts(**changes):
+        o = ort.SessionOptions()
+        for k, v in changes.items():
+            setattr(o, k, v)
+        return o
+
+    variants = {
+        "ORT defaults": opts(),
+        "ours (sessions.session_options)": sessions.session_options(ort),
+        "graph optimisation: basic only": opts(graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
+        "intra-op threads = 1": opts(intra_op_num_threads=1),
+        f"intra-op threads = {os.cpu_count()}": opts(intra_op_num_threads=os.cpu_count()),
+        "memory arena off": opts(enable_cpu_mem_arena=False),
+        "memory pattern off": opts(enable_mem_pattern=False),
+    }
+    made = {}
+    for name, o in variants.items():
+        t = time.perf_counter()
+        made[name] = ort.InferenceSession(str(model_path), sess_options=o, providers=["CPUExecutionProvider"])
+        made[name].run(None, {made[name].get_inputs()[0].name: x})
+        made[name] = (made[name], time.perf_counter() - t)
+
+    def runner(session):
+        return lambda cold: session.run(None, {session.get_inputs()[0].name: x})
+
+    results = measure({name: runner(s) for name, (s, _) in made.items()}, repeats)
+    base = results["ORT defaults"][1]
+    print(f"\nONNX Runtime settings, raw session.run at the model input (OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}):")
+    print(f"{'setting':>34} | {'warm':>9} | {'vs default':>10} | {'create+1st':>10} | {'peak extra RSS':>14}")
+    for name, (_, w, p) in results.items():
+        print(f"{name:>34} | {w*1e3:6.0f} ms | {w/base:9.2f}x | {made[name][1]*1e3:7.0f} ms | {p/1e6:11.0f} MB")
 
 
 def main() -> int:
@@ -77,6 +122,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-node", action="store_true", help="skip the InvokeAI column (no InvokeAI import)")
+    parser.add_argument("--no-ort-settings", dest="ort_settings", action="store_false",
+                        help="skip the table of ONNX Runtime settings")
     args = parser.parse_args()
 
     import tempfile
@@ -122,13 +169,15 @@ def main() -> int:
           f"warm = median of {args.repeats}; cold includes session creation\n")
     print(header)
     print("-" * len(header))
+    summary = []
+    x_last = None
     for side in args.sizes:
         image = base.resize((side, side), Image.Resampling.BICUBIC)
         input_mb = side * side * 3 / 1e6
 
         loaded = load_model(info.name, "cpu", models_dir)
         x, _ = inference.model_input(image, info)
-        feed = {loaded.main.get_inputs()[0].name: x}
+        x_last = x
 
         def raw(cold):
             s = loaded.main
@@ -150,8 +199,7 @@ def main() -> int:
                 rb.clear_sessions()
             rb.remove(image, model=info.name, provider="cpu", models_dir=models_dir)
 
-        save_times = []
-        node_result = None
+        save_times, save_rounds = [], []
         if services is not None:
             dto = services.images.create(image=image, image_origin=ResourceOrigin.EXTERNAL,
                                          image_category=ImageCategory.USER)
@@ -172,26 +220,35 @@ def main() -> int:
                 save_times.clear()
                 run_node(services, node_mod.RemoveBackgroundInvocation(id="n", image=ImageField(image_name=dto.image_name),
                                                                      model=info.name, execution_provider="cpu"))
+                if not cold:
+                    save_rounds.append(sum(save_times))
 
-        r = timed(raw, args.repeats)
-        t = timed(theirs, args.repeats)
-        o = timed(ours, args.repeats)
+        columns = {"raw": raw, "rembg": theirs, "ours": ours}
+        if services is not None:
+            columns["node"] = node
+        res = measure(columns, args.repeats)
+        r, t, o = res["raw"], res["rembg"], res["ours"]
         cells = [f"{side}²".rjust(6), f"{r[1]*1e3:6.0f} ms c{r[0]*1e3:5.0f}".rjust(16),
                  f"{t[1]*1e3:6.0f} ms {t[1]/r[1]:4.2f}x c{t[0]*1e3:5.0f}".rjust(22),
                  f"{o[1]*1e3:6.0f} ms {o[1]/r[1]:4.2f}x c{o[0]*1e3:5.0f}".rjust(22)]
         peaks = [t[2], o[2]]
         if services is not None:
-            n = timed(node, args.repeats)
-            save = sum(save_times)
+            n = res["node"]
+            save = statistics.median(save_rounds) if save_rounds else 0.0
             cells.append(f"{n[1]*1e3:6.0f} ms {n[1]/r[1]:4.2f}x ({save*1e3:4.0f}) c{n[0]*1e3:5.0f}".rjust(28))
             peaks.append(n[2])
             services.images.create = real_save
         else:
             cells.append("-".rjust(28))
         cells.append(f"{input_mb:6.0f} / " + " / ".join(f"{p/1e6:5.0f}" for p in peaks))
+        summary.append((side, r[1], t[1], o[1]))
         print(" | ".join(cells), flush=True)
     print("\nraw = session.run on the model input only; x = ratio to raw (warm); c = cold (first call, with session"
-          " creation);\n(save) = the node's two saves to the image store, included in its time.")
+          " creation);\n(save) = the node's two saves to the image store (PNG encoding by InvokeAI), included in its time.")
+    for side, raw_s, rembg_s, ours_s in summary:
+        print(f"{side}²: ours/raw {ours_s / raw_s:.2f}x, rembg/ours {rembg_s / ours_s:.2f}x faster")
+    if args.ort_settings and x_last is not None:
+        ort_settings_table(models_dir / info.primary_file.filename, x_last, args.repeats)
     return 0
 
 
