@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from . import catalog, inference, model_files, sessions
+from . import catalog, dependencies, inference, model_files, sessions
 from .compositing import combine_alpha, cutout, over_background
 from .matting import MattingOptions, alpha_matte
 from .matting import decontaminate as decontaminate_colours
@@ -44,6 +44,7 @@ def load_model(
     allow_download: bool = True,
 ) -> sessions.LoadedModel:
     """Find (or download) the model's files and return its cached live session."""
+    dependencies.require()
     info = catalog.get_model(model)
     folder = Path(models_dir).expanduser() if models_dir else model_files.default_models_dir()
     plan = plan_providers(provider, device)

@@ -1,0 +1,10 @@
+"""InvokeAI node-pack entry point for installs where this whole repository is the pack.
+
+InvokeAI's Custom Node Manager clones the repository into ``<root>/nodes/<repo
+name>/`` and imports this file. It loads the real package, ``remove_background``,
+which registers the node. (With a plain install, link or copy the
+``remove_background`` folder itself into ``nodes/`` instead: see the README.)
+"""
+
+from .remove_background import *  # noqa: F401,F403
+from .remove_background import invocation  # noqa: F401  registers the node
