@@ -1,11 +1,11 @@
 """Start a real ``invokeai-web`` on 127.0.0.1 with this node pack installed, and talk to it over REST.
 
-Shared by the end-to-end tests and the demo. Standard library only.
+Shared by the end-to-end tests and the demo. Standard library only; the REST calls are the
+example client's (``examples/invokeai_client.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,14 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 PACK = REPO / "remove_background"
-NODE_TYPE = "remove_background_rembg"
+sys.path.insert(0, str(REPO / "examples"))
+
+from invokeai_client import NODE_TYPE, InvokeAIClient, outputs_of, removal_graph  # noqa: E402,F401
 
 
 def free_port() -> int:
@@ -42,7 +42,7 @@ def prepare_root(root: Path, link_pack: bool = True) -> Path:
     return root
 
 
-class InvokeAIServer:
+class InvokeAIServer(InvokeAIClient):
     """``with InvokeAIServer(root) as server: server.url``: starts invokeai-web, waits until it answers."""
 
     def __init__(self, root: Path, port: Optional[int] = None, env: Optional[dict] = None, log_path: Optional[Path] = None):
@@ -106,58 +106,3 @@ class InvokeAIServer:
     def __exit__(self, *exc):
         self.stop()
 
-    # --- REST -------------------------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict] = None) -> bytes:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.read()
-
-    def get(self, path: str):
-        return json.loads(self.request("GET", path))
-
-    def post_json(self, path: str, payload) -> dict:
-        return json.loads(self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}))
-
-    def upload(self, png: bytes, filename: str = "input.png") -> str:
-        boundary = uuid.uuid4().hex
-        body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode() + png + f"\r\n--{boundary}--\r\n".encode()
-        result = json.loads(self.request(
-            "POST", "/api/v1/images/upload?image_category=user&is_intermediate=false", body,
-            {"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        ))
-        return result["image_name"]
-
-    def enqueue(self, graph: dict, data: Optional[list] = None) -> list[int]:
-        batch = {"graph": graph, "runs": 1}
-        if data:
-            batch["data"] = data
-        return self.post_json("/api/v1/queue/default/enqueue_batch", {"batch": batch, "prepend": False})["item_ids"]
-
-    def wait(self, item_id: int, timeout: float = 300.0) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            item = self.get(f"/api/v1/queue/default/i/{item_id}")
-            if item["status"] in ("completed", "failed", "canceled"):
-                return item
-            time.sleep(0.25)
-        raise TimeoutError(f"queue item {item_id} did not finish in {timeout} s")
-
-    def download(self, image_name: str) -> bytes:
-        return self.request("GET", f"/api/v1/images/i/{image_name}/full")
-
-
-def removal_graph(image_name: Optional[str] = None, **fields) -> dict:
-    """A one-node graph: our node on ``image_name``, never served from the invocation cache."""
-    node = {"id": "remove_bg", "type": NODE_TYPE, "use_cache": False, "is_intermediate": False, **fields}
-    if image_name:
-        node["image"] = {"image_name": image_name}
-    return {"id": uuid.uuid4().hex, "nodes": {"remove_bg": node}, "edges": []}
-
-
-def outputs_of(item: dict) -> list[dict]:
-    """Our node's outputs in a finished queue item."""
-    results = (item.get("session") or {}).get("results") or {}
-    return [r for r in results.values() if r.get("type") == NODE_TYPE + "_output"]

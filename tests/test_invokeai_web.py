@@ -10,7 +10,7 @@ from PIL import Image
 
 import fetch_weights
 from conftest import horse_scene
-from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph  # noqa: F401
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -94,3 +94,42 @@ def test_bad_model_name_is_rejected_at_enqueue(server):
     with pytest.raises(urllib.error.HTTPError) as e:
         server.enqueue(removal_graph("x.png", model="no-such-model"))
     assert e.value.code == 422
+
+
+def test_example_rest_batch_client(server, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    horse_scene()[0].save(folder / "horse.png")
+    horse_scene("chelsea")[0].save(folder / "cat.jpg")
+    Image.new("RGB", (30, 20), "white").save(folder / "flat.png")
+    out = tmp_path / "cutouts"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "rest_batch.py"), str(folder), "-o", str(out),
+                        "--url", server.url, "--options", '{"mask_blur": 1.5}'], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "enqueued 3 images as one batch" in r.stderr and "[3/3] 3 done, 0 failed" in r.stderr
+    for stem in ("horse", "cat", "flat"):
+        assert Image.open(out / f"{stem}.png").mode == "RGBA"
+        assert Image.open(out / f"{stem}.mask.png").mode == "L"
+    assert Image.open(out / "horse.png").size == Image.open(folder / "horse.png").size
+
+
+def test_example_rest_batch_client_reports_failures(server, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (30, 20), "white").save(folder / "a.png")
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "rest_batch.py"), str(folder), "-o",
+                        str(tmp_path / "o"), "--url", server.url, "--model", "silueta"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "FAILED a.png: ModelNotAvailableError" in r.stderr

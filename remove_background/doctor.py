@@ -1,0 +1,147 @@
+"""``remove-background doctor``: what is installed, what loads, where the models are, and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import catalog, dependencies, model_files
+from .providers import ORT_NAMES, installed_ort_distributions
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def invokeai_root(explicit: Optional[Path] = None) -> Optional[Path]:
+    if explicit:
+        return explicit.expanduser()
+    if os.environ.get("INVOKEAI_ROOT"):
+        return Path(os.environ["INVOKEAI_ROOT"]).expanduser()
+    if _version("invokeai"):
+        return Path("~/invokeai").expanduser()
+    return None
+
+
+def invokeai_models_dir(root: Path) -> Path:
+    """``<root>/models`` unless ``models_dir`` is set in ``invokeai.yaml`` (read without importing InvokeAI)."""
+    models = root / "models"
+    config = root / "invokeai.yaml"
+    if config.is_file():
+        for line in config.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "models_dir" and value.strip():
+                candidate = Path(value.strip().strip("'\"")).expanduser()
+                models = candidate if candidate.is_absolute() else root / candidate
+    return models
+
+
+def _tiny_model_bytes() -> Optional[bytes]:
+    """A one-operator ONNX model (Identity), to see which providers really load."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def loadable_providers(available: Sequence[str]) -> dict[str, bool]:
+    """Create a tiny session on each available provider and report which one actually loaded."""
+    import onnxruntime as ort
+
+    probe = _tiny_model_bytes()
+    result = {}
+    for name in available:
+        if probe is None:
+            break
+        try:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 4
+            chain = [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
+            session = ort.InferenceSession(probe, sess_options=opts, providers=chain)
+            result[name] = name in session.get_providers()
+        except Exception:
+            result[name] = False
+    return result
+
+
+def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, available: Optional[Sequence[str]] = None,
+        out=sys.stdout) -> int:
+    """Print the report; return 0 when nothing needs fixing, 1 otherwise."""
+    fixes: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, file=out)
+
+    from . import __version__
+
+    say(f"remove-background {__version__} (Python {sys.version.split()[0]}, {sys.executable})")
+    root = invokeai_root(root)
+    invokeai = _version("invokeai")
+    say(f"InvokeAI: {invokeai or 'not installed in this environment'}" + (f", root {root}" if root else ""))
+    numpy_version = _version("numpy") or "missing"
+    say(f"numpy {numpy_version}, rembg {_version('rembg') or 'missing'}")
+    if invokeai and numpy_version.split(".")[0] not in ("1", "missing"):
+        fixes.append(f"numpy {numpy_version} breaks InvokeAI (it needs numpy<2): "
+                     f"\"{sys.executable}\" -m pip install 'numpy<2' 'rembg<2.0.70'")
+    absent = dependencies.missing()
+    if absent:
+        fixes.append(f"missing {', '.join(absent)}: {dependencies.install_command()}")
+
+    say()
+    dists = installed_ort_distributions()
+    say(f"onnxruntime packages: {', '.join(dists) or 'none'}")
+    if len(dists) > 1:
+        gpu = next((d for d in dists if d.startswith("onnxruntime-gpu")), None)
+        say("  several onnxruntime packages share one 'onnxruntime' module: the one installed last wins")
+        if gpu:
+            fixes.append(f"make sure the GPU build's files are the ones in place: \"{sys.executable}\" -m pip install "
+                         f"--force-reinstall --no-deps {gpu}")
+    if "onnxruntime" not in absent:
+        if available is None:
+            import onnxruntime as ort
+
+            available = list(ort.get_available_providers())
+        loadable = loadable_providers(available)
+        say("execution providers (available -> loads):")
+        for name in available:
+            state = {True: "loads", False: "DOES NOT LOAD"}.get(loadable.get(name), "not probed (no onnx package)")
+            choice = next((k for k, v in ORT_NAMES.items() if v == name), "-")
+            say(f"  {name:32} {choice:10} {state}")
+            if loadable.get(name) is False and name != "CPUExecutionProvider":
+                fixes.append(f"{name} is offered but cannot load its libraries (CUDA 12 / cuDNN 9 for CUDA): "
+                             f"check the GPU driver and libraries, or reinstall onnxruntime-gpu as above")
+
+    say()
+    if models_dir is None:
+        models_dir = invokeai_models_dir(root) / "rembg" if root else model_files.default_models_dir()
+    say(f"model folder: {models_dir}")
+    for info in catalog.MODELS.values():
+        for spec, path, state in model_files.model_status(info, models_dir):
+            size = f"{path.stat().st_size / 1e6:8.1f} MB" if path else " " * 11
+            where = "" if path is None or path.parent == models_dir else f"  (at {path})"
+            note = "" if info.commercial_use else "  non-commercial licence"
+            say(f"  {info.name:22} {spec.filename:34} {state:8} {size}{where}{note}")
+    say("  present = found, not yet checksum-verified (verified on first use); missing models download on first use,")
+    say(f"  or fetch one now: remove-background download MODEL --models-dir \"{models_dir}\"")
+
+    say()
+    if fixes:
+        say("to fix:")
+        for f in fixes:
+            say(f"  - {f}")
+        return 1
+    say("all good")
+    return 0
