@@ -45,7 +45,9 @@ def prepare_root(root: Path, link_pack: bool = True) -> Path:
 class InvokeAIServer(InvokeAIClient):
     """``with InvokeAIServer(root) as server: server.url``: starts invokeai-web, waits until it answers."""
 
-    def __init__(self, root: Path, port: Optional[int] = None, env: Optional[dict] = None, log_path: Optional[Path] = None):
+    def __init__(self, root: Path, port: Optional[int] = None, env: Optional[dict] = None,
+                 log_path: Optional[Path] = None, python: Optional[Path] = None):
+        self.python = python  # another environment's interpreter; default: invokeai-web beside this one
         self.root = Path(root)
         self.port = port or free_port()
         self.env = env or {}
@@ -55,11 +57,14 @@ class InvokeAIServer(InvokeAIClient):
         self.lines: list[str] = []
 
     def start(self, timeout: float = 240.0) -> "InvokeAIServer":
-        exe = shutil.which("invokeai-web", path=str(Path(sys.executable).parent)) or "invokeai-web"
+        if self.python:
+            command = [str(self.python), "-c", "import sys; from invokeai.app.run_app import run_app; sys.exit(run_app())"]
+        else:
+            command = [shutil.which("invokeai-web", path=str(Path(sys.executable).parent)) or "invokeai-web"]
         env = {**os.environ, "INVOKEAI_ROOT": str(self.root), "INVOKEAI_HOST": "127.0.0.1",
                "INVOKEAI_PORT": str(self.port), "PYTHONUNBUFFERED": "1", **self.env}
         self.process = subprocess.Popen(
-            [exe, "--root", str(self.root)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [*command, "--root", str(self.root)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
         found = threading.Event()
