@@ -4,6 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(bash "$ROOT/scripts/venv.sh")"
+bash "$ROOT/scripts/browser-deps.sh"
 cd "$ROOT"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning,ignore::FutureWarning}"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider -ra "$@"

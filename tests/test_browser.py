@@ -1,0 +1,52 @@
+"""Shown in a real browser: Debian's chromium, driven by playwright-core, against a real invokeai-web.
+
+Loads workflows/remove-background.json in the workflow editor and checks that our node renders with its
+16-model dropdown. UPDATE_SCREENSHOT=1 writes the node's picture to .readme/node.png (the README's screenshot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+from invokeai_server import InvokeAIServer, prepare_root
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+BROWSER_DIR = ROOT / "tests" / "browser"
+
+
+def missing_tools() -> list[str]:
+    missing = []
+    if not shutil.which("chromium"):
+        missing.append("chromium (apt-get install chromium)")
+    if not shutil.which("node"):
+        missing.append("node")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        missing.append("playwright-core (cd tests/browser && npm ci)")
+    return missing
+
+
+def test_node_renders_in_the_workflow_editor(tmp_path):
+    missing = missing_tools()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test tools missing in CI: {missing} (scripts/browser-deps.sh installs them)")
+        pytest.skip(f"missing: {', '.join(missing)}; run scripts/browser-deps.sh as root")
+    root = prepare_root(tmp_path / "root")
+    shot = tmp_path / "node.png"
+    with InvokeAIServer(root) as server:
+        r = subprocess.run(["node", str(BROWSER_DIR / "node_in_editor.mjs"), server.url,
+                            str(ROOT / "workflows" / "remove-background.json"), str(shot)],
+                           capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["options"] == 16 and result["selected"].startswith("U²-Net-p")
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        shutil.copyfile(shot, ROOT / ".readme" / "node.png")
