@@ -56,22 +56,25 @@ class PeakRSS:
 
 
 def measure(columns: dict, repeats: int) -> dict:
-    """Cold call of each column, then ``repeats`` rounds calling the columns in turn (interleaved, so drift and
-    noise hit them alike). Returns {name: (cold s, warm median s, peak extra RSS bytes)}."""
+    """Cold call of each column, then ``repeats`` timed rounds calling the columns in turn (interleaved, so drift
+    and noise hit them alike), then one more round under the RSS sampler (kept out of the timed rounds: its
+    thread would cost time). Returns {name: (cold s, warm median s, peak extra RSS bytes)}."""
     cold = {}
     for name, fn in columns.items():
         t = time.perf_counter()
         fn(cold=True)
         cold[name] = time.perf_counter() - t
     warm = {name: [] for name in columns}
-    peak = dict.fromkeys(columns, 0)
     for _ in range(repeats):
         for name, fn in columns.items():
-            with PeakRSS() as m:
-                t = time.perf_counter()
-                fn(cold=False)
-                warm[name].append(time.perf_counter() - t)
-            peak[name] = max(peak[name], m.extra)
+            t = time.perf_counter()
+            fn(cold=False)
+            warm[name].append(time.perf_counter() - t)
+    peak = {}
+    for name, fn in columns.items():
+        with PeakRSS() as m:
+            fn(cold=False)
+        peak[name] = m.extra
     return {name: (cold[name], statistics.median(warm[name]), peak[name]) for name in columns}
 
 
@@ -87,6 +90,10 @@ def ort_settings_table(model_path: Path, x: np.ndarray, repeats: int) -> None:
             setattr(o, k, v)
         return o
 
+    def spinning(o):
+        o.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        return o
+
     variants = {
         "ORT defaults": opts(),
         "ours (sessions.session_options)": sessions.session_options(ort),
@@ -95,6 +102,7 @@ def ort_settings_table(model_path: Path, x: np.ndarray, repeats: int) -> None:
         f"intra-op threads = {os.cpu_count()}": opts(intra_op_num_threads=os.cpu_count()),
         "memory arena off": opts(enable_cpu_mem_arena=False),
         "memory pattern off": opts(enable_mem_pattern=False),
+        "spinning threads (ORT default)": spinning(sessions.session_options(ort)),
     }
     made = {}
     for name, o in variants.items():

@@ -137,22 +137,31 @@ def plan_providers(choice: str, device: Optional[str] = None, available: Optiona
     return ProviderPlan(choice, tuple(chain), name, explicit=True)
 
 
+def _ort_version() -> str:
+    try:
+        import onnxruntime as ort
+
+        return ort.__version__
+    except ImportError:
+        return "1.19.2"
+
+
 def _fix_hint(name: str) -> str:
+    """The likely fix for a GPU provider that is missing or did not load (same advice as the README)."""
     dists = installed_ort_distributions()
-    base = [d.split("==")[0] for d in dists]
-    if len(base) > 1:
+    gpu_install = f"pip install --force-reinstall --no-deps onnxruntime-gpu=={_ort_version()}"
+    if len(dists) > 1:
         return (
-            f"Several onnxruntime packages are installed ({', '.join(dists)}); they overwrite each other's files. "
-            f"Fix: pip uninstall -y {' '.join(base)} && pip install onnxruntime-gpu=="
-            f"{dists[0].split('==')[1]}  (then run: remove-background doctor)."
+            f"Several onnxruntime packages are installed ({', '.join(dists)}); they share one 'onnxruntime' module "
+            f"and the one installed last wins. Put the GPU build's files back in place: {gpu_install} "
+            f"(then check with: remove-background doctor)."
         )
     if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         return (
-            "Install the GPU build in place of the CPU one: pip uninstall -y onnxruntime && "
-            "pip install 'remove-background[gpu]', and make sure CUDA 12 and cuDNN 9 libraries can be loaded "
-            "(run: remove-background doctor)."
+            f"Install the GPU build over the CPU one: {gpu_install}, and make sure CUDA 12 and cuDNN 9 libraries "
+            f"can be loaded (check with: remove-background doctor)."
         )
-    return "Install the onnxruntime build for that provider (run: remove-background doctor)."
+    return "Install the onnxruntime build for that provider (check with: remove-background doctor)."
 
 
 def _unavailable_message(choice: str, name: str, available: Sequence[str]) -> str:

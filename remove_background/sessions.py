@@ -39,12 +39,16 @@ def import_onnxruntime():
 
 
 def session_options(ort) -> Any:
-    """ONNX Runtime settings: all graph optimisations; threads from OMP_NUM_THREADS when set."""
+    """ONNX Runtime settings, each measured against ORT's defaults in benchmarks/bench_speed.py:
+    all graph optimisations; intra-op threads from OMP_NUM_THREADS when set (else ORT's choice, one per
+    physical core); idle worker threads sleep instead of spinning, so the compositing that overlaps the model
+    run is not starved on small machines."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         opts.intra_op_num_threads = int(threads)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return opts
 
