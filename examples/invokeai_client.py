@@ -56,6 +56,11 @@ class InvokeAIClient:
             time.sleep(0.25)
         raise TimeoutError(f"queue item {item_id} did not finish in {timeout} s")
 
+    def run_one(self, graph: dict, timeout: float = 300.0) -> dict:
+        """Enqueue one graph and return its finished queue item."""
+        [item_id] = self.enqueue(graph)
+        return self.wait(item_id, timeout)
+
     def download(self, image_name: str) -> bytes:
         return self.request("GET", f"/api/v1/images/i/{image_name}/full")
 

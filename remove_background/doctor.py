@@ -45,7 +45,7 @@ def invokeai_models_dir(root: Path) -> Path:
 def _tiny_model_bytes() -> Optional[bytes]:
     """A one-operator ONNX model (Identity), to see which providers really load."""
     try:
-        import onnx
+        import onnx  # noqa: F401
         from onnx import TensorProto, helper
     except ImportError:
         return None

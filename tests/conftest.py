@@ -55,6 +55,14 @@ def horse_scene(texture: str = "coffee", background=(235, 235, 235)):
     return Image.fromarray(img), truth
 
 
+def png(image: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
 @pytest.fixture
 def astronaut() -> Image.Image:
     from skimage import data

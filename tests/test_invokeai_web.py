@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import fetch_weights
-from conftest import horse_scene
+from conftest import horse_scene, png
 from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph  # noqa: F401
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -22,11 +22,6 @@ def server(tmp_path_factory, u2netp_file):
     with InvokeAIServer(root) as s:
         yield s
 
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_pack_loads_and_node_is_in_openapi(server):
@@ -79,8 +74,7 @@ def test_batch_over_several_images(server):
 
 def test_missing_model_offline_fails_the_item_clearly(server):
     name = server.upload(png(Image.new("RGB", (16, 16), "blue")))
-    [item_id] = server.enqueue(removal_graph(name, model="silueta"))
-    item = server.wait(item_id)
+    item = server.run_one(removal_graph(name, model="silueta"))
     assert item["status"] == "failed"
     assert item["error_type"] == "ModelNotAvailableError"
     message = item["error_message"]

@@ -3,7 +3,6 @@ and the shipped workflows (imported by the manager, and valid graphs when enqueu
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 
 import fetch_weights
-from conftest import ROOT, horse_scene
+from conftest import ROOT, horse_scene, png
 from invokeai_server import InvokeAIServer, prepare_root
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -72,11 +71,6 @@ def workflow_to_graph(workflow: dict, image_name: str) -> dict:
               "destination": {"node_id": e["target"], "field": e["targetHandle"]}} for e in workflow["edges"]]
     return {"id": "wf", "nodes": nodes, "edges": edges}
 
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_committed_workflows_are_generated_from_the_node():
@@ -148,8 +142,7 @@ def test_custom_node_manager_without_dependencies_registers_and_explains(tmp_pat
         from invokeai_server import removal_graph
 
         name = server.upload(png(Image.new("RGB", (32, 32), "green")))
-        [item_id] = server.enqueue(removal_graph(name, model="u2netp"))
-        item = server.wait(item_id)
+        item = server.run_one(removal_graph(name, model="u2netp"))
         assert item["status"] == "failed"
         assert item["error_type"] == "DependencyMissingError"
         message = item["error_message"]
