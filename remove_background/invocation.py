@@ -158,6 +158,10 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
         last = [-1.0]
 
         def progress(name: str, done: int, total: Optional[int]) -> None:
+            if context.util.is_canceled():  # the download stops and its temporary file is removed
+                from invokeai.app.services.session_processor.session_processor_common import CanceledException
+
+                raise CanceledException(f"canceled while downloading {name}")
             fraction = done / total if total else None
             step = fraction if fraction is not None else done / 50e6
             if step - last[0] >= 0.01 or done == total:  # at most ~100 events per file

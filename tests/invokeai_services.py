@@ -67,7 +67,7 @@ def build_services(root: Path):
     return services
 
 
-def run_node(services, node):
+def run_node(services, node, is_canceled=lambda: False):
     """Invoke ``node`` with a real InvocationContext, as InvokeAI's session runner does."""
     from invokeai.app.services.shared.invocation_context import InvocationContextData, build_invocation_context
 
@@ -78,6 +78,6 @@ def run_node(services, node):
     context = build_invocation_context(
         services,
         InvocationContextData(queue_item=queue_item, invocation=node, source_invocation_id=node.id),
-        is_canceled=lambda: False,
+        is_canceled=is_canceled,
     )
     return node.invoke_internal(context=context, services=services)

@@ -81,6 +81,19 @@ def test_interrupted_transfer_leaves_nothing(server, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_cancel_during_download_leaves_nothing(server, tmp_path):
+    class Canceled(Exception):
+        pass
+
+    def cancel(name, done, total):
+        if done > 1024 * 1024:
+            raise Canceled()
+
+    with pytest.raises(Canceled):
+        model_files.ensure_file(spec(f"{server}/good"), tmp_path, progress=cancel)
+    assert leftovers(tmp_path) == []
+
+
 def test_http_error_is_clear(server, tmp_path):
     with pytest.raises(ModelNotAvailableError, match="tiny.onnx"):
         model_files.ensure_file(spec(f"{server}/missing"), tmp_path)

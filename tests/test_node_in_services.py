@@ -95,6 +95,47 @@ def test_missing_model_offline_fails_with_a_clear_message(invokeai):
     assert not any(p.name.endswith(".part") for p in folder.iterdir())
 
 
+def test_canceling_during_a_download_stops_it_and_leaves_no_file(invokeai, monkeypatch):
+    """The queue item is canceled while the model downloads (from a local HTTP server): no partial file remains."""
+    import dataclasses
+    import http.server
+    import threading
+
+    from invokeai.app.services.session_processor.session_processor_common import CanceledException
+    from invokeai.invocation_api import ImageField
+    from remove_background import catalog
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"\0" * (1 << 20))
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        info = catalog.MODELS["silueta"]
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/silueta.onnx"
+        fake = dataclasses.replace(info, files=(dataclasses.replace(info.primary_file, url=url),))
+        monkeypatch.setitem(catalog.MODELS, "silueta", fake)
+        services, invocation = invokeai
+        name = upload(services, Image.new("RGB", (8, 8), "red"))
+        canceled = iter([False] * 3 + [True] * 1000)  # cancel after a few megabytes
+        node = invocation.RemoveBackgroundInvocation(id="c", image=ImageField(image_name=name), model="silueta")
+        with pytest.raises(CanceledException):
+            run_node(services, node, is_canceled=lambda: next(canceled))
+        folder = services.configuration.models_path / "rembg"
+        assert not (folder / "silueta.onnx").exists()
+        assert not [p for p in folder.iterdir() if p.name.endswith(".part")]
+    finally:
+        httpd.shutdown()
+
+
 def test_node_schema_has_labelled_dropdowns_and_version(invokeai):
     _, invocation = invokeai
     from remove_background import MODEL_NAMES, __version__
