@@ -52,6 +52,7 @@ def to_rgb_alpha(image: Image.Image) -> tuple[Image.Image, Optional[np.ndarray]]
     if image.width < 1 or image.height < 1:
         raise InvalidImageError(f"The image is empty ({image.width}×{image.height}).")
     image = oriented(image)
+    image.load()  # decode a lazily opened file once, here, before other threads read it
     mode = image.mode
     try:
         if mode.startswith("I;16") or mode in ("I", "F"):

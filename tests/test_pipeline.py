@@ -139,3 +139,13 @@ def test_import_and_remove_without_invokeai(models_dir):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=os.environ)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_lazily_opened_file_is_read_safely(models_dir, tmp_path):
+    """Image.open() decodes lazily; the cut-out is built on another thread while the model runs."""
+    image, truth = horse_scene()
+    image.save(tmp_path / "horse.png")
+    for _ in range(3):
+        with Image.open(tmp_path / "horse.png") as lazy:
+            result = remove(lazy, models_dir=models_dir)
+        assert np.array_equal(np.asarray(result.image)[:, :, :3], np.asarray(image))
