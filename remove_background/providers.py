@@ -171,7 +171,15 @@ def _unavailable_message(choice: str, name: str, available: Sequence[str]) -> st
     )
 
 
+_warned: set[tuple] = set()
+
+
 def _warn_fallback(choice: str, device: Optional[str], wanted: str, available: Sequence[str]) -> None:
+    """One loud warning per (device, provider, what is installed): not one per image."""
+    key = (device, wanted, tuple(available))
+    if key in _warned:
+        return
+    _warned.add(key)
     log.warning(
         "remove-background: InvokeAI runs on %s but ONNX Runtime has no %s (available: %s). "
         "Background removal runs on the CPU instead, much slower. %s",

@@ -94,11 +94,13 @@ def test_auto_on_cpu_and_mps_uses_cpu(device):
     )
 
 
-def test_auto_on_cuda_without_gpu_provider_warns_and_uses_cpu(caplog):
+def test_auto_on_cuda_without_gpu_provider_warns_once_and_uses_cpu(caplog):
     with caplog.at_level(logging.WARNING):
-        plan = plan_providers("auto", "cuda:0", available=CPU_ONLY)
+        for _ in range(3):
+            plan = plan_providers("auto", "cuda:7", available=CPU_ONLY)
     assert plan.providers == ("CPUExecutionProvider",)
     assert "CUDAExecutionProvider" in caplog.text and "CPU" in caplog.text
+    assert caplog.text.count("runs on the CPU instead") == 1
 
 
 def test_explicit_unavailable_provider_fails_with_fix():
