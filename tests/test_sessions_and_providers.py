@@ -149,3 +149,17 @@ def test_real_session_with_lying_provider_list_fails_clearly_mocked_cuda_provide
 def test_unknown_provider_is_rejected():
     with pytest.raises(ValueError, match="Choose one of"):
         plan_providers("vulkan")
+
+
+def test_both_onnxruntime_packages_installed_is_named_in_the_fix_mocked_cuda_provider(monkeypatch):
+    from remove_background import providers
+
+    monkeypatch.setattr(providers, "installed_ort_distributions",
+                        lambda: ["onnxruntime==1.19.2", "onnxruntime-gpu==1.19.2"])
+    plan = plan_providers("cuda", "cuda:0", available=WITH_CUDA)
+    with pytest.raises(ProviderUnavailableError) as e:
+        check_loaded(plan, ["CPUExecutionProvider"], "u2net")
+    text = str(e.value)
+    assert "'cuda'" in text and "loaded only CPUExecutionProvider" in text  # what was asked, what loaded
+    assert "onnxruntime==1.19.2, onnxruntime-gpu==1.19.2" in text  # the likely cause
+    assert "--force-reinstall --no-deps onnxruntime-gpu==" in text  # the fix
