@@ -97,9 +97,10 @@ def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> Load
     for path in paths:
         try:
             sessions.append(ort.InferenceSession(str(path), sess_options=opts, providers=list(plan.providers)))
-        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
+        except Exception as e:  # ORT raises its own InvalidProtobuf / InvalidGraph / Fail types
             text = str(e)
-            if "protobuf" in text.lower() or "parsing" in text.lower() or "model" in text.lower():
+            unreadable = type(e).__name__ in ("InvalidProtobuf", "InvalidGraph") or "Protobuf parsing failed" in text
+            if unreadable:
                 raise ModelChecksumError(
                     f"Model file {path} could not be loaded by ONNX Runtime; it looks corrupt or truncated. "
                     f"Delete it and download it again. ({text.strip()[:300]})"

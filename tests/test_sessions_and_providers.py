@@ -163,3 +163,12 @@ def test_both_onnxruntime_packages_installed_is_named_in_the_fix_mocked_cuda_pro
     assert "'cuda'" in text and "loaded only CPUExecutionProvider" in text  # what was asked, what loaded
     assert "onnxruntime==1.19.2, onnxruntime-gpu==1.19.2" in text  # the likely cause
     assert "--force-reinstall --no-deps onnxruntime-gpu==" in text  # the fix
+
+
+def test_unreadable_model_file_is_reported_as_corrupt(tmp_path):
+    from remove_background.errors import ModelChecksumError
+
+    bad = tmp_path / "sam_vit_b_01ec64.encoder.onnx"  # sam publishes no checksum: only ORT can tell
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelChecksumError, match="corrupt or truncated"):
+        sessions.create_model(catalog.MODELS["u2netp"], [bad], plan_providers("cpu", available=CPU_ONLY))
