@@ -11,6 +11,7 @@ it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -170,7 +171,7 @@ def download(spec: ModelFile, models_dir: Path, progress: Optional[Progress] = N
                 while True:
                     try:
                         chunk = response.read(CHUNK)
-                    except (OSError, ValueError) as e:  # connection reset, timeout, IncompleteRead
+                    except (OSError, ValueError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
                         raise ModelNotAvailableError(
                             _missing_message(spec, models_dir, f"the transfer broke off after {done:,} bytes: {e}")
                         ) from None
