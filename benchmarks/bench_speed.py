@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import threading
@@ -56,8 +57,8 @@ class PeakRSS:
 
 
 def measure(columns: dict, repeats: int) -> dict:
-    """Cold call of each column, then ``repeats`` timed rounds calling the columns in turn (interleaved, so drift
-    and noise hit them alike), then one more round under the RSS sampler (kept out of the timed rounds: its
+    """Cold call of each column, then ``repeats`` timed rounds calling the columns in turn, in a shuffled order
+    (interleaved, so drift and noise hit them alike), then one more round under the RSS sampler (kept out of the timed rounds: its
     thread would cost time). Returns {name: (cold s, warm median s, peak extra RSS bytes)}."""
     cold = {}
     for name, fn in columns.items():
@@ -65,8 +66,11 @@ def measure(columns: dict, repeats: int) -> dict:
         fn(cold=True)
         cold[name] = time.perf_counter() - t
     warm = {name: [] for name in columns}
+    rng = random.Random(0)
     for _ in range(repeats):
-        for name, fn in columns.items():
+        order = list(columns.items())
+        rng.shuffle(order)  # a new order each round: no column always runs right after another's allocations
+        for name, fn in order:
             t = time.perf_counter()
             fn(cold=False)
             warm[name].append(time.perf_counter() - t)
