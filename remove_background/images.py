@@ -52,9 +52,9 @@ def to_rgb_alpha(image: Image.Image) -> tuple[Image.Image, Optional[np.ndarray]]
     if image.width < 1 or image.height < 1:
         raise InvalidImageError(f"The image is empty ({image.width}×{image.height}).")
     image = oriented(image)
-    image.load()  # decode a lazily opened file once, here, before other threads read it
     mode = image.mode
     try:
+        image.load()  # decode a lazily opened file once, here, before other threads read it
         if mode.startswith("I;16") or mode in ("I", "F"):
             grey = _scale_to_uint8(np.asarray(image))
             return Image.fromarray(grey, "L").convert("RGB"), None
@@ -71,7 +71,7 @@ def to_rgb_alpha(image: Image.Image) -> tuple[Image.Image, Optional[np.ndarray]]
             return image, None
         return image.convert("RGB"), None
     except (ValueError, OSError) as e:
-        raise InvalidImageError(f"Cannot read an image in PIL mode {mode!r}: {e}") from None
+        raise InvalidImageError(f"Cannot read the image (PIL mode {mode!r}): {e}") from None
 
 
 def is_flat(image: Image.Image) -> bool:

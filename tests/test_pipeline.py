@@ -149,3 +149,12 @@ def test_lazily_opened_file_is_read_safely(models_dir, tmp_path):
         with Image.open(tmp_path / "horse.png") as lazy:
             result = remove(lazy, models_dir=models_dir)
         assert np.array_equal(np.asarray(result.image)[:, :, :3], np.asarray(image))
+
+
+def test_truncated_file_is_a_clear_error(models_dir, tmp_path):
+    horse_scene()[0].save(tmp_path / "horse.png")
+    data = (tmp_path / "horse.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with Image.open(tmp_path / "cut.png") as lazy:
+        with pytest.raises(InvalidImageError, match="Cannot read the image"):
+            remove(lazy, models_dir=models_dir)
