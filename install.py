@@ -14,6 +14,7 @@ installed package. Upgrading later is `git pull && python install.py` again; uni
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -31,17 +32,15 @@ except ImportError as e:  # the package was uninstalled from this environment
 '''
 
 
-def config_path(root: Path, key: str, default: str) -> Path:
-    """A folder setting from invokeai.yaml (models_dir, custom_nodes_dir), resolved against the root."""
-    value = default
-    config = root / "invokeai.yaml"
-    if config.is_file():
-        for line in config.read_text(errors="replace").splitlines():
-            k, _, v = line.partition(":")
-            if k.strip() == key and v.strip():
-                value = v.strip().strip("'\"")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else root / path
+def _load_config_reader():
+    """``remove_background/invokeai_config.py``, loaded by path: the package is not installed yet."""
+    spec = importlib.util.spec_from_file_location("_rb_invokeai_config", REPO / "remove_background" / "invokeai_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.config_folder
+
+
+config_path = _load_config_reader()
 
 
 def find_root(explicit: str | None) -> Path:

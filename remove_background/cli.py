@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from . import catalog
+from .errors import ModelChecksumError, ModelNotAvailableError, RemoveBackgroundError
+from .inference import CLOTH_CLASSES
+from .matting import MattingOptions
 from .providers import PROVIDER_CHOICES
 
+MODEL_ERRORS = (ModelNotAvailableError, ModelChecksumError)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -25,10 +29,11 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                                                    "or ~/.cache/remove-background/models)")
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing model")
     r = p.add_argument_group("mask (applied in this order)")
+    matting = MattingOptions()
     r.add_argument("--alpha-matting", action="store_true")
-    r.add_argument("--alpha-matting-foreground-threshold", type=int, default=240)
-    r.add_argument("--alpha-matting-background-threshold", type=int, default=10)
-    r.add_argument("--alpha-matting-erode-size", type=int, default=10)
+    r.add_argument("--alpha-matting-foreground-threshold", type=int, default=matting.foreground_threshold)
+    r.add_argument("--alpha-matting-background-threshold", type=int, default=matting.background_threshold)
+    r.add_argument("--alpha-matting-erode-size", type=int, default=matting.erode_size)
     r.add_argument("--post-process-mask", action="store_true")
     r.add_argument("--mask-threshold", type=int, default=0)
     r.add_argument("--mask-grow", type=int, default=0)
@@ -38,7 +43,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--decontaminate", action="store_true")
     o.add_argument("--background-color", help="e.g. white, '#00ff00' or 255,0,0,128 (default: transparent)")
     o.add_argument("--mask-only", action="store_true")
-    o.add_argument("--cloth-category", default="all", choices=["all", "upper", "lower", "full"])
+    o.add_argument("--cloth-category", default="all", choices=list(CLOTH_CLASSES))
     o.add_argument("--sam-point", type=float, nargs=2, metavar=("X", "Y"))
     o.add_argument("--sam-box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
 
@@ -77,7 +82,6 @@ def _progress(items, total):
 def remove_files(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .errors import RemoveBackgroundError
     from .pipeline import remove
 
     inputs = collect_inputs(args.inputs, args.recursive)
@@ -116,7 +120,7 @@ def remove_files(args: argparse.Namespace) -> int:
         except (RemoveBackgroundError, ValueError, OSError) as e:
             failures.append((src, f"{type(e).__name__}: {e}"))
             print(f"FAILED {src}: {type(e).__name__}: {e}", file=sys.stderr)
-            if isinstance(e, RemoveBackgroundError) and "Model file" in str(e):
+            if isinstance(e, MODEL_ERRORS):
                 break  # the model itself is missing or broken: every other file would fail the same way
     skipped = len(inputs) - done - len(failures)
     print(f"{done} done, {len(failures)} failed" + (f", {skipped} not attempted" if skipped else "")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import catalog, dependencies, model_files
+from .invokeai_config import config_folder
 from .providers import ORT_NAMES, installed_ort_distributions
 
 
@@ -27,19 +28,6 @@ def invokeai_root(explicit: Optional[Path] = None) -> Optional[Path]:
     if _version("invokeai"):
         return Path("~/invokeai").expanduser()
     return None
-
-
-def invokeai_models_dir(root: Path) -> Path:
-    """``<root>/models`` unless ``models_dir`` is set in ``invokeai.yaml`` (read without importing InvokeAI)."""
-    models = root / "models"
-    config = root / "invokeai.yaml"
-    if config.is_file():
-        for line in config.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "models_dir" and value.strip():
-                candidate = Path(value.strip().strip("'\"")).expanduser()
-                models = candidate if candidate.is_absolute() else root / candidate
-    return models
 
 
 def _tiny_model_bytes() -> Optional[bytes]:
@@ -62,10 +50,10 @@ def loadable_providers(available: Sequence[str]) -> dict[str, bool]:
     import onnxruntime as ort
 
     probe = _tiny_model_bytes()
+    if probe is None:
+        return {}
     result = {}
     for name in available:
-        if probe is None:
-            break
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 4
@@ -126,7 +114,7 @@ def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, availabl
 
     say()
     if models_dir is None:
-        models_dir = invokeai_models_dir(root) / "rembg" if root else model_files.default_models_dir()
+        models_dir = config_folder(root, "models_dir", "models") / "rembg" if root else model_files.default_models_dir()
     say(f"model folder: {models_dir}")
     for info in catalog.MODELS.values():
         for spec, path, state in model_files.model_status(info, models_dir):

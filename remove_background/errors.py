@@ -23,3 +23,9 @@ class DependencyMissingError(RemoveBackgroundError):
 
 class InvalidImageError(RemoveBackgroundError, ValueError):
     """The input image cannot be processed (empty, unsupported mode...)."""
+
+
+def check_range(name: str, value: float, low: float, high: float, unit: str = "") -> None:
+    """Raise a ValueError naming the option and its allowed range when ``value`` is outside it."""
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}{unit}, got {value}.")

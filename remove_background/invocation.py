@@ -27,7 +27,7 @@ from invokeai.invocation_api import (
 from . import __version__
 from .catalog import DEFAULT_MODEL, MODEL_NAMES, MODELS
 from .pipeline import remove
-from .matting import MattingOptions
+from .matting import MAX_ERODE, MattingOptions
 from .providers import PROVIDER_CHOICES
 from .refine import MAX_BLUR, MAX_GROW
 
@@ -115,7 +115,7 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
         default=_M.background_threshold, ge=0, le=255, description="Alpha matting: mask values below this are sure background"
     )
     alpha_matting_erode_size: int = InputField(
-        default=_M.erode_size, ge=0, le=64, description="Alpha matting: erode the sure regions by this size in pixels"
+        default=_M.erode_size, ge=0, le=MAX_ERODE, description="Alpha matting: erode the sure regions by this size in pixels"
     )
     decontaminate: bool = InputField(
         default=False,

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import check_range
+
 log = logging.getLogger(__name__)
 
 MATTING_MAX_PIXELS = 600_000  # working-resolution budget of the closed-form solve
 FOREGROUND_MAX_PIXELS = 2_000_000
 MARGIN = 16
+MAX_ERODE = 64
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,9 @@ class MattingOptions:
     erode_size: int = 10
 
     def validate(self) -> "MattingOptions":
-        for name, value in (("alpha_matting_foreground_threshold", self.foreground_threshold),
-                            ("alpha_matting_background_threshold", self.background_threshold)):
-            if not 0 <= value <= 255:
-                raise ValueError(f"{name} must be between 0 and 255, got {value}.")
-        if not 0 <= self.erode_size <= 64:
-            raise ValueError(f"alpha_matting_erode_size must be between 0 and 64, got {self.erode_size}.")
+        check_range("alpha_matting_foreground_threshold", self.foreground_threshold, 0, 255)
+        check_range("alpha_matting_background_threshold", self.background_threshold, 0, 255)
+        check_range("alpha_matting_erode_size", self.erode_size, 0, MAX_ERODE)
         return self
 
 
@@ -61,9 +61,11 @@ def _band_box(band: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(xs[0] - margin, 0), min(xs[-1] + margin + 1, w)))
 
 
-def _work_scale(shape: tuple[int, int], max_pixels: int) -> float:
+def _work_size(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """(width, height) to solve at: the crop's own size, scaled down to at most ``max_pixels``."""
     area = shape[0] * shape[1]
-    return 1.0 if area <= max_pixels else (max_pixels / area) ** 0.5
+    scale = 1.0 if area <= max_pixels else (max_pixels / area) ** 0.5
+    return max(int(round(shape[1] * scale)), 1), max(int(round(shape[0] * scale)), 1)
 
 
 def _resize(a: np.ndarray, size_wh: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -88,8 +90,7 @@ def alpha_matte(rgb: np.ndarray, mask: np.ndarray, options: MattingOptions,
         return mask
     ys, xs = _band_box(unknown, MARGIN)
     crop_rgb, crop_tri = rgb[ys, xs], tri[ys, xs]
-    scale = _work_scale(crop_tri.shape, max_pixels)
-    size = (max(int(round(crop_tri.shape[1] * scale)), 1), max(int(round(crop_tri.shape[0] * scale)), 1))
+    size = _work_size(crop_tri.shape, max_pixels)
     work_rgb = _resize(crop_rgb, size).astype(np.float64) / 255.0
     work_tri = _resize(crop_tri, size, nearest=True).astype(np.float64) / 255.0
     try:
@@ -117,8 +118,7 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, max_pixels: int = FOREGROU
         return rgb
     ys, xs = _band_box(band, MARGIN)
     crop_rgb, crop_alpha = rgb[ys, xs], alpha[ys, xs]
-    scale = _work_scale(crop_alpha.shape, max_pixels)
-    size = (max(int(round(crop_alpha.shape[1] * scale)), 1), max(int(round(crop_alpha.shape[0] * scale)), 1))
+    size = _work_size(crop_alpha.shape, max_pixels)
     try:
         from pymatting.foreground.estimate_foreground_ml import estimate_foreground_ml
 

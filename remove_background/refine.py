@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import check_range
+
 MAX_GROW = 256
 MAX_BLUR = 64.0
 
@@ -29,12 +31,9 @@ class MaskOptions:
     invert: bool = False
 
     def validate(self) -> "MaskOptions":
-        if not 0 <= self.threshold <= 255:
-            raise ValueError(f"mask_threshold must be between 0 and 255, got {self.threshold}.")
-        if not -MAX_GROW <= self.grow <= MAX_GROW:
-            raise ValueError(f"mask_grow must be between {-MAX_GROW} and {MAX_GROW} pixels, got {self.grow}.")
-        if not 0.0 <= self.blur <= MAX_BLUR:
-            raise ValueError(f"mask_blur must be between 0 and {MAX_BLUR:g} pixels, got {self.blur}.")
+        check_range("mask_threshold", self.threshold, 0, 255)
+        check_range("mask_grow", self.grow, -MAX_GROW, MAX_GROW, " pixels")
+        check_range("mask_blur", self.blur, 0, MAX_BLUR, " pixels")
         return self
 
     @property
