@@ -209,6 +209,7 @@ def main() -> int:
         def ours(cold):
             if cold:
                 rb.clear_sessions()
+                rb.clear_buffers()
             rb.remove(image, model=info.name, provider="cpu", models_dir=models_dir)
 
         save_times, save_rounds = [], []
@@ -229,6 +230,7 @@ def main() -> int:
             def node(cold):
                 if cold:
                     rb.clear_sessions()
+                    rb.clear_buffers()
                 save_times.clear()
                 run_node(services, node_mod.RemoveBackgroundInvocation(id="n", image=ImageField(image_name=dto.image_name),
                                                                      model=info.name, execution_provider="cpu"))

@@ -11,6 +11,7 @@ import sys
 
 __version__ = "1.0.0"
 
+from .buffers import clear_buffers  # noqa: E402
 from .catalog import MODEL_NAMES, MODELS  # noqa: E402
 from .errors import (  # noqa: E402
     DependencyMissingError,
@@ -30,6 +31,7 @@ __all__ = [
     "remove",
     "load_model",
     "clear_sessions",
+    "clear_buffers",
     "RemovalResult",
     "MODELS",
     "MODEL_NAMES",

@@ -7,7 +7,6 @@ model size -> mask at image size -> RGBA cut-out.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -53,9 +52,6 @@ def load_model(
 
 
 OUTPUT_MODES = ("cutout_and_mask", "mask_only")
-
-# Builds the RGBA canvas of the cut-out while the model runs: the copy is memory-bound and overlaps well.
-_PREFETCH = ThreadPoolExecutor(max_workers=2, thread_name_prefix="remove-background-rgba")
 
 
 def sam_prompt(point: Optional[Sequence[float]] = None, box: Optional[Sequence[float]] = None) -> Optional[list]:
@@ -169,8 +165,6 @@ def remove(
     t1 = time.perf_counter()
     loaded = load_model(model, provider, models_dir, device, progress, allow_download)
     t2 = time.perf_counter()
-    plain_cutout = output_mode != "mask_only" and not decontaminate and background is None
-    canvas = _PREFETCH.submit(rgb.convert, "RGBA") if plain_cutout else None
     mask = predict_mask(loaded, rgb, cloth_category, prompt)
     t3 = time.perf_counter()
     rgb_array = None
@@ -182,10 +176,7 @@ def remove(
         mask = refine(mask, mask_options)
     alpha = combine_alpha(mask, input_alpha)
     result_mask = Image.fromarray(alpha, "L")
-    if canvas is not None:
-        result_image = canvas.result()
-        result_image.putalpha(result_mask)
-    elif output_mode == "mask_only":
+    if output_mode == "mask_only":
         result_image = result_mask
     else:
         colours = rgb
@@ -195,7 +186,7 @@ def remove(
             base = np.asarray(colours) if colours is not rgb else rgb_array
             result_image = Image.fromarray(over_background(base, alpha, background), "RGBA")
         else:
-            result_image = cutout(colours, result_mask)
+            result_image = cutout(colours, alpha)
     t4 = time.perf_counter()
     timings.update(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=t4 - t3, total=t4 - t0)
     return RemovalResult(result_image, result_mask, loaded.info.name, list(loaded.providers), timings)
