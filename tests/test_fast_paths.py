@@ -26,10 +26,8 @@ def photo(width: int, height: int) -> Image.Image:
 def one_piece_downscale(image: Image.Image, side: int) -> np.ndarray:
     """The same maths in one thread: box reduction, horizontal LANCZOS pass, vertical LANCZOS pass."""
     w, h = image.size
-    factor = int(min(w / side, h / side) / inference.REDUCING_GAP)
-    if factor < 2:
-        return np.asarray(image.resize((side, side), LANCZOS))
-    reduced = image.reduce(factor)
+    factor = max(1, int(min(w / side, h / side) / inference.REDUCING_GAP))
+    reduced = image.reduce(factor) if factor > 1 else image
     narrow = reduced.resize((side, reduced.height), LANCZOS, box=(0, 0, w / factor, reduced.height))
     return np.asarray(narrow.resize((side, side), LANCZOS, box=(0, 0, side, h / factor)))
 
@@ -37,7 +35,8 @@ def one_piece_downscale(image: Image.Image, side: int) -> np.ndarray:
 @pytest.mark.parametrize("size, side", [((4096, 4096), 320), ((2048, 2048), 320), ((4097, 3001), 320),
                                         ((1283, 5000), 320), ((5000, 1283), 320), ((3421, 5488), 320),
                                         ((2076, 3352), 512), ((4100, 4100), 1024), ((1000, 700), 320),
-                                        ((641, 641), 320)])
+                                        ((641, 641), 320), ((1024, 1024), 320), ((512, 512), 320),
+                                        ((300, 2000), 320), ((200, 150), 320), ((1, 1), 320)])
 def test_two_thread_downscale_equals_one_piece(size, side):
     image = photo(*size)
     ours = inference.downscale(image, side)
