@@ -142,7 +142,7 @@ def test_import_and_remove_without_invokeai(models_dir):
 
 
 def test_lazily_opened_file_is_read_safely(models_dir, tmp_path):
-    """Image.open() decodes lazily; the cut-out is built on another thread while the model runs."""
+    """Image.open() decodes lazily; the downscale and the cut-out read the image from two threads at once."""
     image, truth = horse_scene()
     image.save(tmp_path / "horse.png")
     for _ in range(3):
