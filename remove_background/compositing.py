@@ -38,6 +38,8 @@ def cutout(rgb: Image.Image, alpha: np.ndarray) -> Image.Image:
     allocates fresh memory and converts pixel by pixel: about 65 ms against 10-16 ms at 4096². Like any
     ``Image.frombuffer`` image, the result is copied if a caller edits it.
     """
+    if rgb.mode != "RGB":
+        rgb = rgb.convert("RGB")
     width, height = rgb.size
     pixels = BUFFERS.empty((height, width, 4))
     rgb.load()

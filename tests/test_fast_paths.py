@@ -68,6 +68,13 @@ def test_cutout_equals_pil_convert_and_putalpha(size):
     assert rgb.tobytes() == before
 
 
+def test_cutout_takes_any_mode_as_colour():
+    grey = Image.fromarray(np.arange(50 * 40, dtype=np.uint32).reshape(40, 50).astype(np.uint8), "L")
+    alpha = np.full((40, 50), 9, np.uint8)
+    out = compositing.cutout(grey, alpha)
+    assert out.getpixel((7, 3)) == (*grey.convert("RGB").getpixel((7, 3)), 9)
+
+
 def test_cutout_without_pils_internal_paste_gives_the_same(monkeypatch):
     """A Pillow without ``Image.im.paste`` (internal API) takes the public path, same pixels."""
     rgb = photo(600, 400)
