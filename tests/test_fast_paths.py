@@ -107,17 +107,19 @@ def test_pool_reuses_a_block_only_when_nothing_refers_to_it():
     pool = buffers.BufferPool(64 << 20)
     shape = (2048, 2048, 4)  # 16 MiB
     first = pool.empty(shape)
-    block = address(first)  # (holding first.base itself would keep the block busy)
-    other = pool.empty(shape)  # held to the end: the only block that can come free is first's
+    block = address(first)
+    other = pool.empty(shape)  # held to the end
     assert address(other) != block
     view = first[100:200]
     del first
-    assert address(pool.empty(shape)) != block  # a derived view keeps the block busy
+    assert pool.idle_bytes() == 0  # a derived view keeps the block in use
     image = Image.frombuffer("RGBA", (2048, 100), view, "raw", "RGBA", 0, 1)
     del view
-    assert address(pool.empty(shape)) != block  # so does a PIL image on it
+    assert pool.idle_bytes() == 0  # so does a PIL image on it
     del image
-    assert address(pool.empty(shape)) == block  # nothing refers to it any more: reused
+    assert pool.idle_bytes() == 16 << 20  # nothing refers to it any more: given back
+    again = pool.empty(shape)
+    assert address(again) == block and pool.idle_bytes() == 0
     assert other.shape == shape
 
 
@@ -137,17 +139,34 @@ def test_pool_keeps_results_that_callers_hold_intact(models_dir):
     assert a.image.tobytes() == a_image and a.mask.tobytes() == a_mask and c.image.size == (1200, 1000)
 
 
-def test_pool_limit_and_clear():
+def test_pool_keeps_at_most_its_limit_idle_and_clear_frees_it():
     pool = buffers.BufferPool(40 << 20)
-    held = [pool.empty((4096, 4096)) for _ in range(3)]  # 3 × 16 MiB: the third is not tracked
-    assert len(pool._blocks) == 2
-    del held
+    held = [pool.empty((4096, 4096)) for _ in range(3)]  # 3 × 16 MiB in use: not counted against the limit
+    assert pool.idle_bytes() == 0
+    addresses = [address(a) for a in held]
+    del held  # all three come back; only two fit in 40 MiB, the oldest is dropped
     assert pool.idle_bytes() == 32 << 20
-    assert pool.clear() == 32 << 20 and pool.idle_bytes() == 0
+    taken = pool.empty((4096, 4096))
+    assert address(taken) in addresses[1:]
+    assert pool.clear() == 16 << 20 and pool.idle_bytes() == 0
     small = pool.empty((10, 10))
-    assert small.shape == (10, 10) and not pool._blocks  # small arrays are never pooled
+    del small
+    assert pool.idle_bytes() == 0  # small arrays are never pooled
     off = buffers.BufferPool(0)
-    assert off.empty((4096, 4096)).shape == (4096, 4096) and not off._blocks
+    big = off.empty((4096, 4096))
+    del big
+    assert off.idle_bytes() == 0
+
+
+def test_pool_gives_back_from_other_threads():
+    pool = buffers.BufferPool(64 << 20)
+    arrays = [pool.empty((2048, 2048)) for _ in range(4)]
+    threads = [threading.Thread(target=arrays.pop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pool.idle_bytes() == 16 << 20
 
 
 def test_pool_size_from_environment(monkeypatch):
