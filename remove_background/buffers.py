@@ -56,7 +56,8 @@ class BufferPool:
         if block is None:
             block = np.empty(size, np.uint8)
         flat = np.frombuffer(memoryview(block), np.uint8, count=size)
-        weakref.finalize(flat.base, self._give_back, block)  # flat.base: the memoryview only its users hold
+        returns = weakref.finalize(flat.base, self._give_back, block)  # flat.base: the memoryview only its users hold
+        returns.atexit = False  # nothing to give back at interpreter exit
         return flat.reshape(shape)
 
     def _give_back(self, block: np.ndarray) -> None:
