@@ -206,11 +206,15 @@ def main() -> int:
                 rembg_session[0] = rembg.new_session(info.name, providers=["CPUExecutionProvider"])
             rembg.remove(image, session=rembg_session[0])
 
+        stages = []
+
         def ours(cold):
             if cold:
                 rb.clear_sessions()
                 rb.clear_buffers()
-            rb.remove(image, model=info.name, provider="cpu", models_dir=models_dir)
+            timings = rb.remove(image, model=info.name, provider="cpu", models_dir=models_dir).timings
+            if not cold:
+                stages.append(timings)
 
         save_times, save_rounds = [], []
         if services is not None:
@@ -255,7 +259,9 @@ def main() -> int:
         else:
             cells.append("-".rjust(28))
         cells.append(f"{input_mb:6.0f} / " + " / ".join(f"{p/1e6:5.0f}" for p in peaks))
-        summary.append((side, r[1], t[1], o[1]))
+        mask_s = statistics.median(st["mask"] for st in stages)
+        finish_s = statistics.median(st["finish"] for st in stages)
+        summary.append((side, r[1], t[1], o[1], mask_s, finish_s))
         print(" | ".join(cells), flush=True)
     print("\nraw = session.run on the model input only; x = ratio to raw (warm); c = cold (first call, with session"
           " creation);\n(save) = the node's two saves to the image store (PNG encoding by InvokeAI), included in its time.")
@@ -263,8 +269,9 @@ def main() -> int:
 
     print(f"Peak extra RSS is over the RSS before the call; between calls ours keeps {BUFFERS.idle_bytes() / 1e6:.0f} MB "
           f"of idle pixel buffers for reuse (limit {BUFFERS.limit >> 20} MiB, REMOVE_BACKGROUND_BUFFER_MB).")
-    for side, raw_s, rembg_s, ours_s in summary:
-        print(f"{side}²: ours/raw {ours_s / raw_s:.2f}x, rembg/ours {rembg_s / ours_s:.2f}x faster")
+    for side, raw_s, rembg_s, ours_s, mask_s, finish_s in summary:
+        print(f"{side}²: ours/raw {ours_s / raw_s:.2f}x, rembg/ours {rembg_s / ours_s:.2f}x faster; ours beyond raw: "
+              f"model input + mask upscale {(mask_s - raw_s) * 1e3:.0f} ms, cut-out {finish_s * 1e3:.0f} ms (medians)")
     if args.ort_settings and x_last is not None:
         ort_settings_table(models_dir / info.primary_file.filename, x_last, args.repeats)
     return 0
