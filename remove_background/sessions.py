@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,18 +22,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SESSIONS = int(os.environ.get("REMOVE_BACKGROUND_MAX_SESSIONS", "2"))
 
-INSTALL_HINT = (
-    "pip install 'remove-background' (or, inside InvokeAI's environment: pip install rembg==2.0.69 "
-    "onnxruntime==1.19.2 'numpy<2')"
-)
-
-
 def import_onnxruntime():
     try:
         import onnxruntime as ort
     except ImportError as e:
+        from .dependencies import install_command
+
         raise DependencyMissingError(
-            f"onnxruntime is not installed in this Python environment ({e}). Install it with: {INSTALL_HINT}"
+            f"onnxruntime is not installed in this Python environment ({e}). Install it with: "
+            f"{install_command(['onnxruntime'])}"
         ) from None
     return ort
 
@@ -41,8 +38,8 @@ def import_onnxruntime():
 def session_options(ort) -> Any:
     """ONNX Runtime settings, each measured against ORT's defaults in benchmarks/bench_speed.py:
     all graph optimisations; intra-op threads from OMP_NUM_THREADS when set (else ORT's choice, one per
-    physical core); idle worker threads sleep instead of spinning, so the compositing that overlaps the model
-    run is not starved on small machines."""
+    physical core); idle worker threads sleep instead of spinning, so both cores are free at once for the
+    two-thread steps after the model run."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = os.environ.get("OMP_NUM_THREADS", "")
@@ -61,32 +58,10 @@ class LoadedModel:
     ort_sessions: list
     providers: list[str]
     plan: ProviderPlan
-    _rembg: Any = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def main(self):
         return self.ort_sessions[0]
-
-    def rembg_session(self):
-        """rembg's session object for this model, wrapped around our ORT sessions (no re-download, no re-hash)."""
-        with self._lock:
-            if self._rembg is None:
-                try:
-                    from rembg.sessions import sessions as rembg_classes
-                except ImportError as e:
-                    raise DependencyMissingError(
-                        f"rembg is not installed in this Python environment ({e}). Install it with: {INSTALL_HINT}"
-                    ) from None
-                cls = rembg_classes[self.info.name]
-                session = cls.__new__(cls)
-                session.model_name = self.info.name
-                if self.info.output == "sam":
-                    session.encoder, session.decoder = self.ort_sessions
-                else:
-                    session.inner_session = self.main
-                self._rembg = session
-            return self._rembg
 
 
 def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> LoadedModel:

@@ -75,7 +75,7 @@ def place(dest: Path, model: str = "u2netp") -> Path:
     src = cached(model)
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / f"{model}.onnx"
-    if out.is_file() and out.stat().st_size == src.stat().st_size and out.stat().st_ino == src.stat().st_ino:
+    if out.is_file() and out.samefile(src):  # already the hard link
         return out
     out.unlink(missing_ok=True)
     try:
