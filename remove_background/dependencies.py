@@ -1,30 +1,66 @@
-"""Check at run time that the Python packages we need are installed, and say how to install them.
+"""Check at run time that the Python packages we need are installed, and say exactly how to install them.
 
-InvokeAI's Custom Node Manager clones node packs but does not install their
-dependencies. The node still registers (nothing here runs at import); the first
-run then fails with the exact command to fix it.
+InvokeAI's Custom Node Manager clones node packs but does not install their dependencies, and InvokeAI's launcher
+rebuilds its environment on updates. The node still registers (nothing here runs at import); its first run then
+fails with the one command that fixes it, written for the environment it runs in.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from .errors import DependencyMissingError
+from .safe_install import package_command, quote
 
-REQUIRED = ("onnxruntime", "rembg", "cv2")
+# module -> the distribution that provides it where InvokeAI is not there to provide it
+REQUIRED = {"onnxruntime": "onnxruntime", "cv2": "opencv-python-headless", "pymatting": "pymatting"}
 _checked = False
 
 
-def install_command() -> str:
-    """The exact command that installs this package with its dependencies into the running Python."""
-    repo = Path(__file__).resolve().parent.parent
-    target = f'"{repo}"' if (repo / "pyproject.toml").is_file() else "remove-background"
-    return f'"{sys.executable}" -m pip install {target}'
+def source_checkout() -> Optional[Path]:
+    """The clone this package was installed from or is loaded from (it holds install.py), if known."""
+    for candidate in (os.environ.get("REMOVE_BACKGROUND_SOURCE"), Path(__file__).resolve().parent.parent):
+        if candidate and (Path(candidate) / "install.py").is_file():
+            return Path(candidate)
+    return None
+
+
+def invokeai_root() -> Optional[str]:
+    """The root of the InvokeAI this runs in, when it runs in one."""
+    if os.environ.get("REMOVE_BACKGROUND_INVOKEAI_ROOT"):
+        return os.environ["REMOVE_BACKGROUND_INVOKEAI_ROOT"]
+    if "invokeai.app.services.config.config_default" in sys.modules:
+        try:
+            from invokeai.app.services.config.config_default import get_config
+
+            return str(get_config().root_path)
+        except Exception:
+            return None
+    return None
+
+
+def install_command(absent: Optional[list[str]] = None) -> str:
+    """The exact command that installs what is missing into the running Python.
+
+    With a clone at hand, its install.py (pip or uv, whichever this environment has; nothing installed changes).
+    Without one, the missing distributions through pip, or uv where there is no pip."""
+    source = source_checkout()
+    if source is not None:
+        root = invokeai_root()
+        return quote([sys.executable, str(source / "install.py"), *(["--root", root] if root else [])])
+    names = [REQUIRED[m] for m in (absent or REQUIRED)]
+    if "opencv-python-headless" in names and importlib.util.find_spec("invokeai") is not None:
+        names.remove("opencv-python-headless")  # never beside InvokeAI's opencv-contrib-python
+    return package_command(*names)
 
 
 def missing() -> list[str]:
+    importlib.invalidate_caches()  # something may have been installed since the last look
     out = []
     for name in REQUIRED:
         try:
@@ -42,10 +78,17 @@ def require() -> None:
         return
     absent = missing()
     if absent:
-        names = ", ".join("opencv" if n == "cv2" else n for n in absent)
+        names = ", ".join("OpenCV (cv2)" if n == "cv2" else n for n in absent)
+        in_invokeai = importlib.util.find_spec("invokeai") is not None
+        where = ("InvokeAI's Python environment (the Custom Node Manager does not install dependencies, and "
+                 "InvokeAI's launcher rebuilds the environment on updates)" if in_invokeai else "this Python environment")
+        hint = ""
+        if "cv2" in absent and in_invokeai:
+            hint = " OpenCV comes with InvokeAI (opencv-contrib-python): if it is gone, reinstall InvokeAI first."
         raise DependencyMissingError(
-            f"remove-background needs {names}, which {'is' if len(absent) == 1 else 'are'} not installed in "
-            f"InvokeAI's Python environment (the Custom Node Manager does not install dependencies). "
-            f"Install them with: {install_command()}  — then restart InvokeAI."
+            f"remove-background needs {names}, which {'is' if len(absent) == 1 else 'are'} not installed in {where}. "
+            f"Install {'it' if len(absent) == 1 else 'them'} with this command (in InvokeAI's launcher: its Dev "
+            f"Console), which changes nothing already installed: {install_command(absent)}  — then run the node "
+            f"again.{hint}"
         )
     _checked = True

@@ -11,6 +11,10 @@ from typing import Optional, Sequence
 from . import catalog, dependencies, model_files
 from .invokeai_config import config_folder
 from .providers import ORT_NAMES, installed_ort_distributions
+from .safe_install import package_command, reinstall_command, tool_or_none
+
+OPENCV_DISTRIBUTIONS = ("opencv-contrib-python", "opencv-python", "opencv-contrib-python-headless",
+                        "opencv-python-headless")
 
 
 def _version(dist: str) -> Optional[str]:
@@ -33,7 +37,6 @@ def invokeai_root(explicit: Optional[Path] = None) -> Optional[Path]:
 def _tiny_model_bytes() -> Optional[bytes]:
     """A one-operator ONNX model (Identity), to see which providers really load."""
     try:
-        import onnx  # noqa: F401
         from onnx import TensorProto, helper
     except ImportError:
         return None
@@ -65,6 +68,28 @@ def loadable_providers(available: Sequence[str]) -> dict[str, bool]:
     return result
 
 
+def opencv_report(say, in_invokeai: bool) -> list[str]:
+    """Which OpenCV wheels are installed, and whether InvokeAI's contrib build still owns ``cv2``."""
+    dists = [f"{d}=={_version(d)}" for d in OPENCV_DISTRIBUTIONS if _version(d)]
+    say(f"OpenCV packages: {', '.join(dists) or 'none'}")
+    if len(dists) < 2:
+        return []
+    try:
+        import cv2
+
+        contrib = hasattr(getattr(cv2, "ximgproc", None), "thinning")  # the stubs folder may outlive the module
+    except ImportError:
+        contrib = False
+    say("  several OpenCV packages share one 'cv2' module: the one installed last wins, and uninstalling either "
+        "deletes it")
+    contrib_dist = next((d for d in dists if d.startswith("opencv-contrib-python==")), None)
+    if in_invokeai and contrib_dist and not contrib:
+        extra = [d.split("==")[0] for d in dists if d != contrib_dist]
+        return [f"{', '.join(extra)} overwrote InvokeAI's {contrib_dist} (cv2.ximgproc is gone; ControlNet "
+                f"preprocessing fails): {reinstall_command(contrib_dist)} puts its files back"]
+    return []
+
+
 def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, available: Optional[Sequence[str]] = None,
         out=sys.stdout) -> int:
     """Print the report; return 0 when nothing needs fixing, 1 otherwise."""
@@ -79,14 +104,16 @@ def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, availabl
     root = invokeai_root(root)
     invokeai = _version("invokeai")
     say(f"InvokeAI: {invokeai or 'not installed in this environment'}" + (f", root {root}" if root else ""))
+    tool = tool_or_none()
+    say(f"installs with: {tool.shown('install', '...') if tool else 'neither pip nor uv found (use the launcher Dev Console)'}")
     numpy_version = _version("numpy") or "missing"
-    say(f"numpy {numpy_version}, rembg {_version('rembg') or 'missing'}")
+    say(f"numpy {numpy_version}, pymatting {_version('pymatting') or 'missing'}")
     if invokeai and numpy_version.split(".")[0] not in ("1", "missing"):
-        fixes.append(f"numpy {numpy_version} breaks InvokeAI (it needs numpy<2): "
-                     f"\"{sys.executable}\" -m pip install 'numpy<2' 'rembg<2.0.70'")
+        fixes.append(f"numpy {numpy_version} breaks InvokeAI {invokeai} (it needs numpy<2): {package_command('numpy<2')}")
+    fixes += opencv_report(say, bool(invokeai))
     absent = dependencies.missing()
     if absent:
-        fixes.append(f"missing {', '.join(absent)}: {dependencies.install_command()}")
+        fixes.append(f"missing {', '.join(absent)}: {dependencies.install_command(absent)}")
 
     say()
     dists = installed_ort_distributions()
@@ -95,8 +122,7 @@ def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, availabl
         gpu = next((d for d in dists if d.startswith("onnxruntime-gpu")), None)
         say("  several onnxruntime packages share one 'onnxruntime' module: the one installed last wins")
         if gpu:
-            fixes.append(f"make sure the GPU build's files are the ones in place: \"{sys.executable}\" -m pip install "
-                         f"--force-reinstall --no-deps {gpu}")
+            fixes.append(f"make sure the GPU build's files are the ones in place: {reinstall_command(gpu)}")
     if "onnxruntime" not in absent:
         if available is None:
             import onnxruntime as ort

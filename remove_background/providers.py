@@ -149,7 +149,9 @@ def _ort_version() -> str:
 def _fix_hint(name: str) -> str:
     """The likely fix for a GPU provider that is missing or did not load (same advice as the README)."""
     dists = installed_ort_distributions()
-    gpu_install = f"pip install --force-reinstall --no-deps onnxruntime-gpu=={_ort_version()}"
+    from .safe_install import reinstall_command
+
+    gpu_install = reinstall_command(f"onnxruntime-gpu=={_ort_version()}")
     if len(dists) > 1:
         return (
             f"Several onnxruntime packages are installed ({', '.join(dists)}); they share one 'onnxruntime' module "

@@ -16,7 +16,12 @@ if [ ! -f "$VENV/.complete" ]; then
   # pip's notes about this machine's extra local indexes are noise: keep only real errors.
   "$VENV/bin/python" -m pip install -q -r "$ROOT/.ci/requirements-test.txt" 2>&1 \
     | grep -v "^WARNING: Location .* is ignored" >&2 || true
-  "$VENV/bin/python" -c "import invokeai, rembg.sessions, onnxruntime" >&2  # fails loudly if the install did
+  # rembg pulled opencv-python-headless, whose cv2 files replace InvokeAI's opencv-contrib-python: put InvokeAI's
+  # back, as a user's InvokeAI has it (cv2.ximgproc).
+  CONTRIB="$("$VENV/bin/python" -c "from importlib.metadata import version; print(version('opencv-contrib-python'))")"
+  "$VENV/bin/python" -m pip install -q --no-deps --force-reinstall "opencv-contrib-python==$CONTRIB" 2>&1 \
+    | grep -v "^WARNING: Location .* is ignored" >&2 || true
+  "$VENV/bin/python" -c "import invokeai, rembg.sessions, onnxruntime, cv2; cv2.ximgproc.thinning" >&2  # fails loudly
   touch "$VENV/.complete"
 fi
 # Our package, editable and without dependencies: cheap, so done on every run.

@@ -162,7 +162,7 @@ def test_both_onnxruntime_packages_installed_is_named_in_the_fix_mocked_cuda_pro
     text = str(e.value)
     assert "'cuda'" in text and "loaded only CPUExecutionProvider" in text  # what was asked, what loaded
     assert "onnxruntime==1.19.2, onnxruntime-gpu==1.19.2" in text  # the likely cause
-    assert "--force-reinstall --no-deps onnxruntime-gpu==" in text  # the fix
+    assert "-m pip install --no-deps --force-reinstall onnxruntime-gpu==" in text  # the fix, for this (pip) venv
 
 
 def test_unreadable_model_file_is_reported_as_corrupt(tmp_path):

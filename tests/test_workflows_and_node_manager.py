@@ -4,7 +4,6 @@ and the shipped workflows (imported by the manager, and valid graphs when enqueu
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 import fetch_weights
+import pristine
 from conftest import ROOT, horse_scene, png
 from invokeai_server import InvokeAIServer, prepare_root
 
@@ -19,38 +19,23 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 
-BLOCK_REMBG = '''
+BLOCK_PYMATTING = '''
 import sys
-class _NoRembg:
-    """Make `rembg` look uninstalled, as after a Custom Node Manager install without dependencies."""
+class _NoPymatting:
+    """Make `pymatting` look uninstalled, as after a Custom Node Manager install without dependencies."""
     def find_spec(self, name, path=None, target=None):
-        if name == "rembg" or name.startswith("rembg."):
+        if name == "pymatting" or name.startswith("pymatting."):
             raise ModuleNotFoundError(f"No module named {name!r}")
         return None
-sys.meta_path.insert(0, _NoRembg())
+sys.meta_path.insert(0, _NoPymatting())
 '''
-
-
-def git_repo_of_working_tree(dest):
-    """A git repository holding this working tree's files (tracked and untracked, not ignored)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(dest)]
-    subprocess.run(git[:-2] + ["init", "-q", str(dest)], check=True)
-    subprocess.run(git + ["add", "-A"], check=True)
-    subprocess.run(git + ["commit", "-qm", "snapshot"], check=True)
-    return dest
 
 
 @pytest.fixture(scope="module")
 def repo_url(tmp_path_factory):
     dest = tmp_path_factory.mktemp("src") / "remove-background"
     dest.mkdir()
-    return "file://" + str(git_repo_of_working_tree(dest))
+    return pristine.working_tree_copy(dest, git=True).as_uri()
 
 
 def workflow_to_graph(workflow: dict, image_name: str) -> dict:
@@ -131,7 +116,7 @@ def test_custom_node_manager_install_imports_workflows_and_runs(tmp_path, repo_u
 def test_custom_node_manager_without_dependencies_registers_and_explains(tmp_path, repo_url, u2netp_file):
     blocker = tmp_path / "block"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCK_REMBG)
+    (blocker / "sitecustomize.py").write_text(BLOCK_PYMATTING)
     root = prepare_root(tmp_path / "root", link_pack=False)
     fetch_weights.place(root / "models" / "rembg")
     with InvokeAIServer(root, env={"PYTHONPATH": str(blocker)}) as server:
@@ -146,5 +131,6 @@ def test_custom_node_manager_without_dependencies_registers_and_explains(tmp_pat
         assert item["status"] == "failed"
         assert item["error_type"] == "DependencyMissingError"
         message = item["error_message"]
-        assert "rembg" in message and "-m pip install" in message
-        assert str(root / "nodes" / "remove-background") in message
+        assert "pymatting" in message and "changes nothing already installed" in message
+        assert pristine.printed_command(message)[1:] == [str(root / "nodes" / "remove-background" / "install.py"),
+                                                         "--root", str(root)]
