@@ -1,7 +1,8 @@
 """remove-background: remove image backgrounds with rembg's ONNX models, in InvokeAI or plain Python.
 
-    from remove_background import remove
-    result = remove(pil_image, model="u2netp")   # result.image (RGBA), result.mask (L)
+    from remove_background import RemovalOptions, remove
+    result = remove(pil_image, RemovalOptions(model="u2netp", mask_blur=2))   # result.image (RGBA), result.mask (L)
+    result = remove(pil_image, model="u2netp", mask_blur=2)                   # the same
 
 Importing this package never needs InvokeAI. When InvokeAI loads it as a node
 pack (its invocation machinery is already imported then), the node registers.
@@ -21,6 +22,7 @@ from .errors import (  # noqa: E402
     ProviderUnavailableError,
     RemoveBackgroundError,
 )
+from .options import RemovalOptions  # noqa: E402
 from .pipeline import RemovalResult, load_model, remove  # noqa: E402
 from .sessions import clear_sessions  # noqa: E402
 
@@ -29,6 +31,7 @@ if "invokeai.app.invocations.baseinvocation" in sys.modules:  # loaded by Invoke
 
 __all__ = [
     "remove",
+    "RemovalOptions",
     "load_model",
     "clear_sessions",
     "clear_buffers",

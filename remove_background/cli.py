@@ -13,47 +13,21 @@ from typing import Iterable, Optional
 
 from . import catalog
 from .errors import ModelChecksumError, ModelNotAvailableError, RemoveBackgroundError
-from .inference import CLOTH_CLASSES
-from .matting import MattingOptions
-from .providers import PROVIDER_CHOICES
+from .options import RemovalOptions, add_arguments, from_arguments
 
 MODEL_ERRORS = (ModelNotAvailableError, ModelChecksumError)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("-m", "--model", default=catalog.DEFAULT_MODEL, choices=catalog.MODEL_NAMES)
-    g.add_argument("-p", "--provider", default="auto", choices=list(PROVIDER_CHOICES))
+    """Every removal option (options.RemovalOptions), plus where models live and whether to download them."""
+    add_arguments(p)
+    g = p.add_argument_group("model files")
     g.add_argument("--models-dir", type=Path, help="where model files live (default: $REMOVE_BACKGROUND_MODELS "
                                                    "or ~/.cache/remove-background/models)")
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing model")
-    r = p.add_argument_group("mask (applied in this order)")
-    matting = MattingOptions()
-    r.add_argument("--alpha-matting", action="store_true")
-    r.add_argument("--alpha-matting-foreground-threshold", type=int, default=matting.foreground_threshold)
-    r.add_argument("--alpha-matting-background-threshold", type=int, default=matting.background_threshold)
-    r.add_argument("--alpha-matting-erode-size", type=int, default=matting.erode_size)
-    r.add_argument("--post-process-mask", action="store_true")
-    r.add_argument("--mask-threshold", type=int, default=0)
-    r.add_argument("--mask-grow", type=int, default=0)
-    r.add_argument("--mask-blur", type=float, default=0.0)
-    r.add_argument("--mask-invert", action="store_true")
-    o = p.add_argument_group("output")
-    o.add_argument("--decontaminate", action="store_true")
-    o.add_argument("--background-color", help="e.g. white, '#00ff00' or 255,0,0,128 (default: transparent)")
-    o.add_argument("--mask-only", action="store_true")
-    o.add_argument("--cloth-category", default="all", choices=list(CLOTH_CLASSES))
-    o.add_argument("--sam-point", type=float, nargs=2, metavar=("X", "Y"))
-    o.add_argument("--sam-box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
-
-
-def _colour(text: Optional[str]):
-    if text is None:
-        return None
-    if "," in text:
-        return tuple(int(v) for v in text.split(","))
-    return text
+    p.add_argument("--mask-only", dest="output_mode", action="store_const", const="mask_only",
+                   help="the same as --output-mode mask_only: write only NAME.mask.png")
 
 
 def collect_inputs(paths: Iterable[Path], recursive: bool) -> list[tuple[Path, Path]]:
@@ -79,7 +53,7 @@ def _progress(items, total):
         return items
 
 
-def remove_files(args: argparse.Namespace) -> int:
+def remove_files(args: argparse.Namespace, options: RemovalOptions) -> int:
     from PIL import Image
 
     from .pipeline import remove
@@ -89,31 +63,21 @@ def remove_files(args: argparse.Namespace) -> int:
         print("remove-background: no input images found", file=sys.stderr)
         return 2
     input_set = {p.resolve() for p, _ in inputs}
-    kwargs = dict(
-        model=args.model, provider=args.provider, models_dir=args.models_dir, allow_download=not args.no_download,
-        post_process_mask=args.post_process_mask, mask_threshold=args.mask_threshold, mask_grow=args.mask_grow,
-        mask_blur=args.mask_blur, mask_invert=args.mask_invert, alpha_matting=args.alpha_matting,
-        alpha_matting_foreground_threshold=args.alpha_matting_foreground_threshold,
-        alpha_matting_background_threshold=args.alpha_matting_background_threshold,
-        alpha_matting_erode_size=args.alpha_matting_erode_size, decontaminate=args.decontaminate,
-        background_color=_colour(args.background_color),
-        output_mode="mask_only" if args.mask_only else "cutout_and_mask", cloth_category=args.cloth_category,
-        sam_point=args.sam_point, sam_box=args.sam_box,
-    )
+    mask_only = options.output_mode == "mask_only"
     failures: list[tuple[Path, str]] = []
     done = 0
     for src, rel in _progress(inputs, len(inputs)):
         stem = args.output / rel.parent / rel.stem
         cut_path, mask_path = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".mask.png")
-        targets = [mask_path] if args.mask_only else [cut_path, mask_path]
+        targets = [mask_path] if mask_only else [cut_path, mask_path]
         try:
             if any(t.resolve() in input_set for t in targets):
                 raise RemoveBackgroundError(f"its output {cut_path} would overwrite an input; choose another -o")
             with Image.open(src) as image:
                 image.load()
-                result = remove(image, **kwargs)
+                result = remove(image, options, models_dir=args.models_dir, allow_download=not args.no_download)
             cut_path.parent.mkdir(parents=True, exist_ok=True)
-            if not args.mask_only:
+            if not mask_only:
                 result.image.save(cut_path)
             result.mask.save(mask_path)
             done += 1
@@ -162,7 +126,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders, keeping their layout")
     _add_options(p)
-    return remove_files(p.parse_args(argv))
+    args = p.parse_args(argv)
+    try:
+        options = from_arguments(args)
+    except ValueError as e:
+        p.error(str(e))
+    return remove_files(args, options)
 
 
 if __name__ == "__main__":

@@ -14,28 +14,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import check_range
-
 log = logging.getLogger(__name__)
 
 MATTING_MAX_PIXELS = 600_000  # working-resolution budget of the closed-form solve
 FOREGROUND_MAX_PIXELS = 2_000_000
 MARGIN = 16
-MAX_ERODE = 64
 
 
 @dataclass(frozen=True)
 class MattingOptions:
-    enabled: bool = False
-    foreground_threshold: int = 240
-    background_threshold: int = 10
-    erode_size: int = 10
+    """Alpha matting parameters, taken from ``options.RemovalOptions`` (where defaults and bounds live)."""
 
-    def validate(self) -> "MattingOptions":
-        check_range("alpha_matting_foreground_threshold", self.foreground_threshold, 0, 255)
-        check_range("alpha_matting_background_threshold", self.background_threshold, 0, 255)
-        check_range("alpha_matting_erode_size", self.erode_size, 0, MAX_ERODE)
-        return self
+    enabled: bool
+    foreground_threshold: int
+    background_threshold: int
+    erode_size: int
 
 
 def trimap(mask: np.ndarray, options: MattingOptions) -> np.ndarray:

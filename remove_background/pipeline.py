@@ -9,18 +9,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image
 
-from . import catalog, dependencies, inference, model_files, sessions
+from . import catalog, dependencies, inference, model_files, sam, sessions
 from .compositing import combine_alpha, cutout, over_background
-from .matting import MattingOptions, alpha_matte
-from .matting import decontaminate as decontaminate_colours
-from .refine import MaskOptions, refine
 from .images import is_flat, to_rgb_alpha
+from .matting import alpha_matte
+from .matting import decontaminate as decontaminate_colours
+from .options import RemovalOptions, sam_prompt
 from .providers import plan_providers
+from .refine import refine
 
 
 @dataclass
@@ -51,23 +52,6 @@ def load_model(
     return sessions.get_session(info, paths, plan)
 
 
-OUTPUT_MODES = ("cutout_and_mask", "mask_only")
-
-
-def sam_prompt(point: Optional[Sequence[float]] = None, box: Optional[Sequence[float]] = None) -> Optional[list]:
-    """rembg's SAM prompt from an (x, y) point and/or an (x0, y0, x1, y1) box; None = rembg's centre point."""
-    prompt = []
-    if point is not None:
-        if len(point) != 2:
-            raise ValueError(f"sam_point must be (x, y), got {point!r}.")
-        prompt.append({"type": "point", "data": [float(point[0]), float(point[1])], "label": 1})
-    if box is not None:
-        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"sam_box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box!r}.")
-        prompt.append({"type": "rectangle", "data": [float(v) for v in box], "label": 1})
-    return prompt or None
-
-
 def predict_mask(
     loaded: sessions.LoadedModel,
     rgb: Image.Image,
@@ -78,8 +62,7 @@ def predict_mask(
     info = loaded.info
     width, height = rgb.size
     if info.output == "sam":
-        kwargs = {"sam_prompt": prompt} if prompt else {}
-        return np.asarray(loaded.rembg_session().predict(rgb, **kwargs)[0].convert("L"))
+        return sam.predict(*loaded.ort_sessions, rgb, prompt)
     x, small = inference.model_input(rgb, info)
     if (small == small[0, 0]).all() and is_flat(rgb):  # nothing to separate: rembg would stretch noise here
         return np.zeros((height, width), dtype=np.uint8)
@@ -91,84 +74,41 @@ def predict_mask(
     return inference.upscale_mask(low, width, height)
 
 
-def _colour(value) -> Optional[tuple[int, int, int, int]]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        from PIL import ImageColor
-
-        value = ImageColor.getrgb(value)
-    value = tuple(int(v) for v in value)
-    if len(value) == 3:
-        value = (*value, 255)
-    if len(value) != 4 or not all(0 <= v <= 255 for v in value):
-        raise ValueError(f"background_color must be RGB or RGBA with values 0-255, got {value!r}.")
-    return value
-
-
 def remove(
     image: Image.Image,
-    model: str = catalog.DEFAULT_MODEL,
-    provider: str = "auto",
-    models_dir: Union[str, Path, None] = None,
+    options: Union[RemovalOptions, str, None] = None,
     *,
+    models_dir: Union[str, Path, None] = None,
     device: Optional[str] = None,
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
-    post_process_mask: bool = False,
-    mask_threshold: int = 0,
-    mask_grow: int = 0,
-    mask_blur: float = 0.0,
-    mask_invert: bool = False,
-    alpha_matting: bool = False,
-    alpha_matting_foreground_threshold: int = 240,
-    alpha_matting_background_threshold: int = 10,
-    alpha_matting_erode_size: int = 10,
-    decontaminate: bool = False,
-    background_color=None,
-    output_mode: str = "cutout_and_mask",
-    cloth_category: str = "all",
-    sam_point: Optional[Sequence[float]] = None,
-    sam_box: Optional[Sequence[float]] = None,
+    **option_keywords,
 ) -> RemovalResult:
     """Remove the background of ``image``. The input image is never modified.
 
-    ``model``: a catalog name (``remove_background.MODEL_NAMES``).
-    ``provider``: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``rocm``, ``directml``, ``openvino``, ``coreml``.
+    ``options``: a ``RemovalOptions`` (every option, its default and range, is declared there); keywords with
+    option names are applied on top, so ``remove(image, model="u2net", mask_blur=2)`` works as well.
     ``models_dir``: where model files live (default ``$REMOVE_BACKGROUND_MODELS`` or
     ``~/.cache/remove-background/models``); rembg's own folder is searched too.
-    ``device``: a torch-style device (``cuda:1``) that ``auto`` follows.
-
-    Mask steps, in this order: alpha matting (``alpha_matting*``), ``post_process_mask``,
-    ``mask_threshold`` (0 = soft), ``mask_grow`` (pixels, negative shrinks), ``mask_blur`` (pixels),
-    ``mask_invert``; then the input's own alpha is multiplied in.
-    ``decontaminate``: estimate the true foreground colour at soft edges (no fringe of the old background).
-    ``background_color``: None (transparent) or an RGB(A) tuple / colour name to composite over; the mask is unchanged.
-    ``output_mode``: ``cutout_and_mask`` or ``mask_only`` (then ``result.image`` is the mask).
-    ``cloth_category`` (u2net_cloth_seg): ``upper``, ``lower``, ``full`` or ``all``.
-    ``sam_point`` (x, y) and/or ``sam_box`` (x0, y0, x1, y1) prompt ``sam``; default the image centre.
+    ``device``: a torch-style device (``cuda:1``) that the ``auto`` provider follows.
+    ``progress(name, done, total)``: called while a model downloads. ``allow_download``: False fails instead.
     """
-    mask_options = MaskOptions(post_process_mask, int(mask_threshold), int(mask_grow), float(mask_blur),
-                               bool(mask_invert)).validate()
-    matting_options = MattingOptions(bool(alpha_matting), int(alpha_matting_foreground_threshold),
-                                     int(alpha_matting_background_threshold), int(alpha_matting_erode_size)).validate()
-    if output_mode not in OUTPUT_MODES:
-        raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}.")
-    if cloth_category not in inference.CLOTH_CLASSES:
-        raise ValueError(f"cloth_category must be one of {', '.join(inference.CLOTH_CLASSES)}, got {cloth_category!r}.")
-    background = _colour(background_color)
-    prompt = sam_prompt(sam_point, sam_box)
+    if isinstance(options, str):  # remove(image, "u2net"): the model, as the first positional argument always was
+        options, option_keywords = None, {"model": options, **option_keywords}
+    opts = RemovalOptions.build(options, **option_keywords)
+    mask_options, matting_options = opts.mask, opts.matting
+    background = opts.background_color
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rgb, input_alpha = to_rgb_alpha(image)
     t1 = time.perf_counter()
-    loaded = load_model(model, provider, models_dir, device, progress, allow_download)
+    loaded = load_model(opts.model, opts.provider, models_dir, device, progress, allow_download)
     t2 = time.perf_counter()
-    mask = predict_mask(loaded, rgb, cloth_category, prompt)
+    mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts))
     t3 = time.perf_counter()
     rgb_array = None
-    if matting_options.enabled or decontaminate or background is not None:
+    if matting_options.enabled or opts.decontaminate or background is not None:
         rgb_array = np.asarray(rgb)
     if matting_options.enabled:
         mask = alpha_matte(rgb_array, mask, matting_options)
@@ -176,11 +116,11 @@ def remove(
         mask = refine(mask, mask_options)
     alpha = combine_alpha(mask, input_alpha)
     result_mask = Image.fromarray(alpha, "L")
-    if output_mode == "mask_only":
+    if opts.output_mode == "mask_only":
         result_image = result_mask
     else:
         colours = rgb
-        if decontaminate:
+        if opts.decontaminate:
             colours = Image.fromarray(decontaminate_colours(rgb_array, alpha), "RGB")
         if background is not None:
             base = np.asarray(colours) if colours is not rgb else rgb_array

@@ -16,29 +16,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import check_range
-
-MAX_GROW = 256
-MAX_BLUR = 64.0
 
 
 @dataclass(frozen=True)
 class MaskOptions:
-    post_process: bool = False
-    threshold: int = 0
-    grow: int = 0
-    blur: float = 0.0
-    invert: bool = False
+    """The refine steps' parameters, taken from ``options.RemovalOptions`` (where defaults and bounds live)."""
 
-    def validate(self) -> "MaskOptions":
-        check_range("mask_threshold", self.threshold, 0, 255)
-        check_range("mask_grow", self.grow, -MAX_GROW, MAX_GROW, " pixels")
-        check_range("mask_blur", self.blur, 0, MAX_BLUR, " pixels")
-        return self
+    post_process: bool
+    threshold: int
+    grow: int
+    blur: float
+    invert: bool
 
     @property
     def is_identity(self) -> bool:
-        return self == MaskOptions()
+        return not (self.post_process or self.threshold or self.grow or self.blur or self.invert)
 
 
 def post_process(mask: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import horse_scene
 from remove_background import compositing, matting, refine, remove
-from remove_background.pipeline import sam_prompt
+from remove_background.options import RemovalOptions, sam_prompt
 
 
 def disc(size=200, radius=60, soft=0.0):
@@ -30,7 +30,7 @@ def test_threshold_is_exact():
 
 def test_invert_is_exact():
     m = disc(soft=10)
-    assert np.array_equal(refine.refine(m, refine.MaskOptions(invert=True)), 255 - m)
+    assert np.array_equal(refine.refine(m, RemovalOptions(mask_invert=True).mask), 255 - m)
 
 
 @pytest.mark.parametrize("pixels", [5, 12, -5, -12])
@@ -63,7 +63,7 @@ def test_post_process_removes_specks_and_binarises():
 
 def test_refinement_order_is_threshold_then_grow_then_blur_then_invert():
     m = disc(soft=20)
-    opts = refine.MaskOptions(threshold=128, grow=3, blur=2, invert=True)
+    opts = RemovalOptions(mask_threshold=128, mask_grow=3, mask_blur=2, mask_invert=True).mask
     expected = 255 - refine.blur(refine.grow(refine.threshold(m, 128), 3), 2)
     assert np.array_equal(refine.refine(m, opts), expected)
 
@@ -142,7 +142,7 @@ def test_alpha_matting_beats_the_thresholded_mask_on_soft_edges():
     coarse = cv2.GaussianBlur(np.where(alpha > 127, 255, 0).astype(np.uint8), (0, 0), 4)
     edge = (alpha > 0) & (alpha < 255)
     thresholded = np.where(coarse > 127, 255, 0)
-    matted = matting.alpha_matte(img, coarse, matting.MattingOptions(True))
+    matted = matting.alpha_matte(img, coarse, RemovalOptions(alpha_matting=True).matting)
     mae_threshold = np.abs(thresholded[edge] - alpha[edge].astype(float)).mean()
     mae_matting = np.abs(matted[edge].astype(float) - alpha[edge]).mean()
     assert mae_matting < 0.5 * mae_threshold, (mae_matting, mae_threshold)
@@ -150,7 +150,7 @@ def test_alpha_matting_beats_the_thresholded_mask_on_soft_edges():
 
 def test_alpha_matting_without_foreground_falls_back_with_a_warning(caplog):
     mask = np.full((50, 50), 100, np.uint8)
-    out = matting.alpha_matte(np.zeros((50, 50, 3), np.uint8), mask, matting.MattingOptions(True))
+    out = matting.alpha_matte(np.zeros((50, 50, 3), np.uint8), mask, RemovalOptions(alpha_matting=True).matting)
     assert np.array_equal(out, mask) and "alpha matting skipped" in caplog.text
 
 
@@ -169,9 +169,9 @@ def test_alpha_matting_on_2048_is_bounded(models_dir):
 
 # --- model-specific prompts -----------------------------------------------------------------------------------
 def test_sam_prompt_shapes():
-    assert sam_prompt() is None
-    assert sam_prompt((3, 4)) == [{"type": "point", "data": [3.0, 4.0], "label": 1}]
-    both = sam_prompt((3, 4), (1, 2, 30, 40))
+    assert sam_prompt(RemovalOptions()) is None
+    assert sam_prompt(RemovalOptions(sam_point=(3, 4))) == [{"type": "point", "data": [3.0, 4.0], "label": 1}]
+    both = sam_prompt(RemovalOptions(sam_point=(3, 4), sam_box=(1, 2, 30, 40)))
     assert both[1] == {"type": "rectangle", "data": [1.0, 2.0, 30.0, 40.0], "label": 1}
 
 

@@ -1,0 +1,242 @@
+"""Every option of a background removal, declared once: name, type, default, bounds, choices, help, validation.
+
+``remove(image, options)`` takes a ``RemovalOptions``; the node (invocation.py), the command line (cli.py) and the
+batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices and help text
+from here (``node_input`` and ``add_arguments``), and a test keeps all three in agreement.
+
+Most options are one value everywhere. Three have a shape of their own on the node, where InvokeAI's UI has
+better widgets: ``background_color`` (a Background dropdown plus a colour picker), ``sam_point`` (two integer
+fields, -1 = centre) and ``sam_box`` (a bounding-box field). Their conversions are in invocation.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .catalog import DEFAULT_MODEL, MODEL_NAMES, MODELS
+from .errors import check_range
+from .providers import PROVIDER_CHOICES
+
+GROUPS = {
+    "model": "model",
+    "mask": "mask (applied in this order: alpha matting, post-process, threshold, grow/shrink, blur, invert)",
+    "output": "output",
+    "prompt": "model-specific prompts",
+}
+
+
+def option(default: Any, help: str, group: str, *, ge=None, le=None, labels: Optional[dict] = None,
+           node: Optional[str] = None, short: Optional[str] = None, node_shape: bool = False, metavar=None):
+    """One option's declaration. ``labels``: the allowed values with their labels (a dropdown on the node);
+    ``node``: the node field's name when it differs; ``node_shape``: the node shows it in a shape of its own."""
+    meta = dict(help=help, group=group, ge=ge, le=le, labels=labels, node=node, short=short, node_shape=node_shape,
+                metavar=metavar)
+    return field(default=default, metadata=meta)
+
+
+CLOTH_LABELS = {"all": "All clothes", "upper": "Upper body", "lower": "Lower body", "full": "Full body"}
+OUTPUT_LABELS = {"cutout_and_mask": "Cut-out + mask", "mask_only": "Mask only"}
+MAX_GROW = 256
+MAX_BLUR = 64.0
+MAX_ERODE = 64
+
+
+@dataclass(frozen=True)
+class RemovalOptions:
+    """What to remove and how. Build it with keywords; every value is checked, with errors that name the option."""
+
+    model: str = option(DEFAULT_MODEL, "The rembg model. Files live in <InvokeAI models dir>/rembg; a missing one "
+                        "is downloaded. bria-rmbg is licensed for NON-COMMERCIAL use only.", "model",
+                        labels={name: info.label for name, info in MODELS.items()}, short="-m")
+    provider: str = option("auto", "Where the model runs. Auto follows InvokeAI's device (CUDA GPU, else CPU) and "
+                           "falls back to the CPU with a warning; an explicit choice fails clearly if it cannot load.",
+                           "model", labels=PROVIDER_CHOICES, node="execution_provider", short="-p")
+    alpha_matting: bool = option(False, "Closed-form alpha matting on the uncertain edge band (hair, fur), before "
+                                 "the refine steps", "mask")
+    alpha_matting_foreground_threshold: int = option(240, "Alpha matting: mask values above this are sure "
+                                                     "foreground", "mask", ge=0, le=255)
+    alpha_matting_background_threshold: int = option(10, "Alpha matting: mask values below this are sure "
+                                                     "background", "mask", ge=0, le=255)
+    alpha_matting_erode_size: int = option(10, "Alpha matting: erode the sure regions by this size in pixels",
+                                           "mask", ge=0, le=MAX_ERODE)
+    post_process_mask: bool = option(False, "Refine step 1: rembg's morphological clean-up (removes specks, makes it "
+                                     "binary)", "mask")
+    mask_threshold: int = option(0, "Refine step 2: 0 keeps the soft mask; otherwise binary, 255 where mask ≥ this",
+                                 "mask", ge=0, le=255)
+    mask_grow: int = option(0, "Refine step 3: grow the mask by this many pixels (negative shrinks)", "mask",
+                            ge=-MAX_GROW, le=MAX_GROW)
+    mask_blur: float = option(0.0, "Refine step 4: feather the mask edge by this radius in pixels", "mask",
+                              ge=0.0, le=MAX_BLUR)
+    mask_invert: bool = option(False, "Refine step 5: invert the mask (keep the background)", "mask")
+    decontaminate: bool = option(False, "Estimate the true foreground colour at soft edges, so no fringe of the old "
+                                 "background shows", "output")
+    background_color: Optional[tuple] = option(None, "Composite the cut-out over this colour (its alpha respected) "
+                                               "instead of transparency; the mask is unchanged. A name, #rrggbb or "
+                                               "R,G,B[,A]", "output", node_shape=True, metavar="COLOUR")
+    output_mode: str = option("cutout_and_mask", "Save the cut-out and the mask, or only the mask (then the image "
+                              "output is the mask too)", "output", labels=OUTPUT_LABELS)
+    cloth_category: str = option("all", "u2net_cloth_seg only: which garments make the mask (all = their union)",
+                                 "prompt", labels=CLOTH_LABELS)
+    sam_point: Optional[tuple] = option(None, "sam only: a point prompt (x, y); default the image centre", "prompt",
+                                        node_shape=True, metavar=("X", "Y"))
+    sam_box: Optional[tuple] = option(None, "sam only: a box prompt (x0, y0, x1, y1)", "prompt", node_shape=True,
+                                      metavar=("X0", "Y0", "X1", "Y1"))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if isinstance(f.default, bool):
+                if isinstance(value, str) or value not in (True, False):
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}.")
+                value = bool(value)
+            elif isinstance(f.default, (int, float)):
+                kind = float if isinstance(f.default, float) else int
+                try:
+                    value = kind(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{f.name} must be a number, got {value!r}.") from None
+                if meta["ge"] is not None:
+                    check_range(f.name, value, meta["ge"], meta["le"], " pixels" if "pixels" in meta["help"] else "")
+            elif meta["labels"] is not None and value not in meta["labels"]:
+                raise ValueError(f"{f.name} must be one of {', '.join(meta['labels'])}, got {value!r}.")
+            object.__setattr__(self, f.name, value)
+        object.__setattr__(self, "background_color", colour(self.background_color))
+        object.__setattr__(self, "sam_point", _point(self.sam_point))
+        object.__setattr__(self, "sam_box", _box(self.sam_box))
+
+    @property
+    def mask(self):
+        """The refine steps' parameters (refine.py)."""
+        from .refine import MaskOptions
+
+        return MaskOptions(self.post_process_mask, self.mask_threshold, self.mask_grow, self.mask_blur, self.mask_invert)
+
+    @property
+    def matting(self):
+        """The alpha matting parameters (matting.py)."""
+        from .matting import MattingOptions
+
+        return MattingOptions(self.alpha_matting, self.alpha_matting_foreground_threshold,
+                              self.alpha_matting_background_threshold, self.alpha_matting_erode_size)
+
+    def replace(self, **changes) -> "RemovalOptions":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def build(cls, options: Optional["RemovalOptions"] = None, **keywords) -> "RemovalOptions":
+        """``options`` with ``keywords`` applied (unknown names are a TypeError that lists the valid ones)."""
+        unknown = set(keywords) - set(NAMES)
+        if unknown:
+            raise TypeError(f"Unknown option(s) {', '.join(sorted(unknown))}. Options: {', '.join(NAMES)}.")
+        base = options if options is not None else cls()
+        return base.replace(**keywords) if keywords else base
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RemovalOptions)}
+NAMES = tuple(FIELDS)
+
+
+def colour(value) -> Optional[tuple[int, int, int, int]]:
+    """None, a colour name, ``#rrggbb[aa]``, ``"R,G,B[,A]"`` or an RGB(A) sequence -> an RGBA tuple (0-255)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if "," in value:
+            try:
+                value = tuple(int(v) for v in value.split(","))
+            except ValueError:
+                raise ValueError(f"background_color must be a colour name, #rrggbb or R,G,B[,A], got {value!r}.") from None
+        else:
+            from PIL import ImageColor
+
+            try:
+                value = ImageColor.getrgb(value)
+            except ValueError:
+                raise ValueError(f"background_color: unknown colour {value!r}.") from None
+    value = tuple(int(v) for v in value)
+    if len(value) == 3:
+        value = (*value, 255)
+    if len(value) != 4 or not all(0 <= v <= 255 for v in value):
+        raise ValueError(f"background_color must be RGB or RGBA with values 0-255, got {value!r}.")
+    return value
+
+
+def _point(value) -> Optional[tuple[float, float]]:
+    if value is None:
+        return None
+    if len(value) != 2:
+        raise ValueError(f"sam_point must be (x, y), got {value!r}.")
+    return (float(value[0]), float(value[1]))
+
+
+def _box(value) -> Optional[tuple[float, float, float, float]]:
+    if value is None:
+        return None
+    if len(value) != 4 or value[2] <= value[0] or value[3] <= value[1]:
+        raise ValueError(f"sam_box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {value!r}.")
+    return tuple(float(v) for v in value)
+
+
+def sam_prompt(options: RemovalOptions) -> Optional[list]:
+    """rembg's SAM prompt from the point and/or box; None = rembg's centre point."""
+    prompt = []
+    if options.sam_point is not None:
+        prompt.append({"type": "point", "data": list(options.sam_point), "label": 1})
+    if options.sam_box is not None:
+        prompt.append({"type": "rectangle", "data": list(options.sam_box), "label": 1})
+    return prompt or None
+
+
+# --- front doors --------------------------------------------------------------------------------------------------
+
+
+def node_input(name: str) -> dict:
+    """Keyword arguments for InvokeAI's ``InputField`` of option ``name``: default, bounds, description, labels."""
+    meta = FIELDS[name].metadata
+    out: dict[str, Any] = {"default": FIELDS[name].default, "description": meta["help"]}
+    if meta["ge"] is not None:
+        out.update(ge=meta["ge"], le=meta["le"])
+    if meta["labels"] is not None:
+        out["ui_choice_labels"] = dict(meta["labels"])
+    return out
+
+
+def node_name(name: str) -> str:
+    return FIELDS[name].metadata["node"] or name
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One command-line flag per option, in groups, with the option's default, choices, range and help."""
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        names = [meta["short"], flag(name)] if meta["short"] else [flag(name)]
+        text = meta["help"].replace("%", "%%")
+        if meta["ge"] is not None:
+            text += f" [{meta['ge']:g} to {meta['le']:g}; default {f.default:g}]"
+        group = groups[meta["group"]]
+        if isinstance(f.default, bool):
+            group.add_argument(*names, dest=name, action="store_true", help=text)
+        elif meta["labels"] is not None:
+            group.add_argument(*names, dest=name, default=f.default, choices=list(meta["labels"]),
+                               help=f"{text} (default: {f.default})")
+        elif isinstance(f.default, (int, float)):
+            group.add_argument(*names, dest=name, type=type(f.default), default=f.default, help=text)
+        elif isinstance(meta["metavar"], tuple):
+            group.add_argument(*names, dest=name, type=float, nargs=len(meta["metavar"]), metavar=meta["metavar"],
+                               help=text)
+        else:
+            group.add_argument(*names, dest=name, metavar=meta["metavar"], help=text)
+
+
+def from_arguments(args: argparse.Namespace) -> RemovalOptions:
+    """The options a parsed command line asked for (ValueError naming the option when one is out of range)."""
+    return RemovalOptions(**{name: getattr(args, name) for name in NAMES})
