@@ -1,8 +1,9 @@
 """Build the RGBA cut-out from RGB, the mask and any alpha the input already had.
 
-The cut-out keeps straight (un-premultiplied) colour: RGB is the input's own
-colour everywhere, and only alpha changes. rembg's ``remove()`` composites
-over transparent black instead, which darkens soft edges.
+The cut-out keeps straight (un-premultiplied) colour: RGB is the input's own colour wherever alpha > 0, and only
+alpha changes there (rembg's ``remove()`` composites over transparent black instead, which darkens soft edges).
+Wherever alpha is 0, RGB is 0: a transparent pixel never carries the background the user removed (drop the alpha
+channel and it would all come back), and the PNG is smaller for it.
 """
 
 from __future__ import annotations
@@ -47,13 +48,21 @@ def cutout(rgb: Image.Image, alpha: np.ndarray) -> Image.Image:
     def fill(top: int, bottom: int) -> None:
         _copy_rows(Image.frombuffer("RGBA", (width, bottom - top), pixels[top:bottom], "raw", "RGBA", 0, 1), rgb, top)
         pixels[top:bottom, :, 3] = alpha[top:bottom]
+        clear_transparent(pixels[top:bottom], alpha[top:bottom])
 
     try:
         on_two_halves(fill, height)
     except (AttributeError, TypeError, ValueError):  # a PIL without that internal paste: the public, slower way
         pixels[..., :3] = np.asarray(rgb)
         pixels[..., 3] = alpha
+        clear_transparent(pixels, alpha)
     return Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", 0, 1)
+
+
+def clear_transparent(rgba: np.ndarray, alpha: np.ndarray) -> None:
+    """Zero every pixel of the H×W×4 uint8 ``rgba`` (in place) where ``alpha`` is 0: one pass over 32-bit words."""
+    words = rgba.view(np.uint32).reshape(alpha.shape)
+    np.multiply(words, alpha != 0, out=words, casting="unsafe")
 
 
 def over_background(rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int, int]) -> np.ndarray:
@@ -67,5 +76,5 @@ def over_background(rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, 
     out = np.empty((*alpha.shape, 4), np.uint8)
     out[..., :3] = np.clip(rgb_out + 0.5, 0, 255)
     out[..., 3] = np.clip(out_a * 255.0 + 0.5, 0, 255)
-    out[out_a == 0, :3] = colour[:3]
+    clear_transparent(out, out[..., 3])  # a fully transparent colour: nothing of the old background stays
     return out
