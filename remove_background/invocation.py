@@ -24,6 +24,8 @@ from invokeai.invocation_api import (
     invocation_output,
 )
 
+from invokeai.app.invocations.fields import TensorField
+
 from . import __version__
 from .catalog import MODEL_NAMES
 from .options import CLOTH_LABELS, OUTPUT_LABELS, RemovalOptions, node_input, node_name
@@ -59,12 +61,25 @@ def current_device() -> Optional[str]:
     return f"{device.type}:{device.index}" if device.index is not None else device.type
 
 
+def mask_tensor(mask) -> "torch.Tensor":  # noqa: F821
+    """The L mask as InvokeAI's boolean mask tensor [1, H, W]: true where the mask is above 0."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(mask) > 0).unsqueeze(0)
+
+
 @invocation_output(OUTPUT_ID)
 class RemoveBackgroundOutput(BaseInvocationOutput):
-    """The cut-out, its mask, and their size."""
+    """The cut-out, its mask (as an image and as InvokeAI's mask tensor), and their size."""
 
     image: ImageField = OutputField(description="The cut-out: RGBA, transparent where the background was")
     mask: ImageField = OutputField(description="The mask (greyscale L): white = subject, black = background")
+    mask_tensor: TensorField = OutputField(
+        description="The mask as InvokeAI's boolean mask tensor [1, H, W], for regional prompts, IP-Adapter masks and "
+        "the mask nodes: true wherever the mask is above 0, i.e. wherever the cut-out is not fully transparent (as "
+        "Alpha Mask to Tensor reads it). Set Mask Threshold to make the soft mask binary first."
+    )
     width: int = OutputField(description="Width of the image and the mask in pixels")
     height: int = OutputField(description="Height of the image and the mask in pixels")
 
@@ -143,6 +158,7 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
         return RemoveBackgroundOutput(
             image=ImageField(image_name=image_dto.image_name),
             mask=ImageField(image_name=mask_dto.image_name),
+            mask_tensor=TensorField(tensor_name=context.tensors.save(mask_tensor(result.mask))),
             width=image_dto.width,
             height=image_dto.height,
         )

@@ -38,6 +38,8 @@ def build_services(root: Path):
     from invokeai.app.services.invocation_services import InvocationServices
     from invokeai.app.services.invoker import Invoker
     from invokeai.app.services.names.names_default import SimpleNameService
+    import torch
+    from invokeai.app.services.object_serializer.object_serializer_disk import ObjectSerializerDisk
     from invokeai.app.services.shared.sqlite.sqlite_util import init_db
     from invokeai.app.services.urls.urls_default import LocalUrlService
 
@@ -61,6 +63,7 @@ def build_services(root: Path):
         logger=logger,
         names=SimpleNameService(),
         urls=LocalUrlService(),
+        tensors=ObjectSerializerDisk[torch.Tensor](root / "outputs" / "tensors", safe_globals=[torch.Tensor]),
     )
     services = InvocationServices(**fields)
     Invoker(services)

@@ -127,3 +127,32 @@ def test_example_rest_batch_client_reports_failures(server, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1
     assert "FAILED a.png: ModelNotAvailableError" in r.stderr
+
+
+def test_mask_tensor_feeds_invokeais_own_mask_nodes(server):
+    """Our mask tensor into Apply Tensor Mask to Image, and (through Tensor Mask to Image) into Get Image Mask
+    Bounding Box: both run, and agree with our mask image (true where it is above 0)."""
+    image, _ = horse_scene()
+    name = server.upload(png(image))
+    graph = removal_graph(name, model="u2netp")
+    rb = next(iter(graph["nodes"]))
+    graph["nodes"].update({
+        "apply": {"id": "apply", "type": "apply_tensor_mask_to_image", "use_cache": False, "image": {"image_name": name}},
+        "to_image": {"id": "to_image", "type": "tensor_mask_to_image", "use_cache": False},
+        "bbox": {"id": "bbox", "type": "get_image_mask_bounding_box", "use_cache": False},
+    })
+    graph["edges"] += [
+        {"source": {"node_id": rb, "field": "mask_tensor"}, "destination": {"node_id": "apply", "field": "mask"}},
+        {"source": {"node_id": rb, "field": "mask_tensor"}, "destination": {"node_id": "to_image", "field": "mask"}},
+        {"source": {"node_id": "to_image", "field": "image"}, "destination": {"node_id": "bbox", "field": "mask"}},
+    ]
+    item = server.run_one(graph)
+    assert item["status"] == "completed", item.get("error_message")
+    source = item["session"]["prepared_source_mapping"]
+    results = {source[k]: r for k, r in item["session"]["results"].items()}  # by node id in our graph
+    mask = np.asarray(Image.open(io.BytesIO(server.download(results[rb]["mask"]["image_name"])))) > 0
+    applied = np.asarray(Image.open(io.BytesIO(server.download(results["apply"]["image"]["image_name"]))))
+    assert np.array_equal(applied[..., 3] > 0, mask)  # the tensor is the mask image, above 0
+    ys, xs = np.nonzero(mask)
+    box = results["bbox"]["bounding_box"]
+    assert (box["x_min"], box["y_min"], box["x_max"], box["y_max"]) == (xs.min(), ys.min(), xs.max(), ys.max())

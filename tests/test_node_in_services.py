@@ -67,6 +67,23 @@ def test_node_saves_cutout_and_mask_with_board_and_metadata(invokeai):
     assert services.image_files.get(name).tobytes() == before  # the input in the store is untouched
 
 
+@pytest.mark.parametrize("options", [{}, {"mask_threshold": 128}, {"output_mode": "mask_only"}])
+def test_mask_tensor_agrees_with_the_mask_image(invokeai, options):
+    """InvokeAI's own mask type: a bool tensor [1, H, W], true exactly where the mask image is above 0."""
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+
+    image, _ = horse_scene()
+    node = invocation.RemoveBackgroundInvocation(id="rb", image=ImageField(image_name=upload(services, image)),
+                                                 model="u2netp", use_cache=False, **options)
+    out = run_node(services, node)
+    tensor = services.tensors.load(out.mask_tensor.tensor_name)
+    mask = np.asarray(services.image_files.get(out.mask.image_name))
+    assert tuple(tensor.shape) == (1, image.height, image.width) and str(tensor.dtype) == "torch.bool"
+    assert np.array_equal(tensor[0].numpy(), mask > 0)
+    assert 0.1 < tensor.float().mean() < 0.9
+
+
 def test_second_run_reuses_the_cached_session(invokeai):
     services, invocation = invokeai
     from invokeai.invocation_api import ImageField
