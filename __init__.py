@@ -6,5 +6,6 @@ which registers the node. (With a plain install, link or copy the
 ``remove_background`` folder itself into ``nodes/`` instead: see the README.)
 """
 
-from .remove_background import *  # noqa: F401,F403
-from .remove_background import invocation  # noqa: F401  registers the node
+if __package__:  # imported as a package, as InvokeAI's loader does (pytest may import a clone's root file bare)
+    from .remove_background import *  # noqa: F401,F403
+    from .remove_background import invocation  # noqa: F401  registers the node
