@@ -28,7 +28,7 @@ from invokeai.app.invocations.fields import TensorField
 
 from . import __version__
 from .catalog import MODEL_NAMES
-from .options import CLOTH_LABELS, OUTPUT_LABELS, RemovalOptions, node_input, node_name
+from .options import CLOTH_LABELS, EDGE_DETAIL_LABELS, OUTPUT_LABELS, RemovalOptions, node_input, node_name
 from .pipeline import remove
 from .providers import PROVIDER_CHOICES
 
@@ -40,6 +40,7 @@ ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 ProviderName = Literal[tuple(PROVIDER_CHOICES)]  # type: ignore[valid-type]
 OutputMode = Literal[tuple(OUTPUT_LABELS)]  # type: ignore[valid-type]
 ClothCategory = Literal[tuple(CLOTH_LABELS)]  # type: ignore[valid-type]
+EdgeDetail = Literal[tuple(EDGE_DETAIL_LABELS)]  # type: ignore[valid-type]
 # Options the node shows in a shape of its own (options.py): converted in RemoveBackgroundInvocation.options().
 NODE_SHAPED = {"background_color": ("background", "background_color"), "sam_point": ("sam_point_x", "sam_point_y"),
                "sam_box": ("sam_box",)}
@@ -98,6 +99,7 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
     image: ImageField = InputField(description="The image to cut out")
     model: ModelName = InputField(**node_input("model"))
     execution_provider: ProviderName = InputField(**node_input("provider"))
+    edge_detail: EdgeDetail = InputField(**node_input("edge_detail"))
     post_process_mask: bool = InputField(**node_input("post_process_mask"))
     mask_threshold: int = InputField(**node_input("mask_threshold"))
     mask_grow: int = InputField(**node_input("mask_grow"))

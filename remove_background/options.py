@@ -39,6 +39,8 @@ def option(default: Any, help: str, group: str, *, ge=None, le=None, labels: Opt
 
 CLOTH_LABELS = {"all": "All clothes", "upper": "Upper body", "lower": "Lower body", "full": "Full body"}
 OUTPUT_LABELS = {"cutout_and_mask": "Cut-out + mask", "mask_only": "Mask only"}
+EDGE_DETAIL_LABELS = {"standard": "Standard (one pass, like rembg)",
+                      "high": "High (second pass on the subject, edge-aware upsampling)"}
 MAX_GROW = 256
 MAX_BLUR = 64.0
 MAX_ERODE = 64
@@ -54,6 +56,12 @@ class RemovalOptions:
     provider: str = option("auto", "Where the model runs. Auto follows InvokeAI's device (CUDA GPU, else CPU) and "
                            "falls back to the CPU with a warning; an explicit choice fails clearly if it cannot load.",
                            "model", labels=PROVIDER_CHOICES, node="execution_provider", short="-p")
+    edge_detail: str = option("standard", "Standard: the model sees the whole image once at its own input size "
+                              "(320² or 1024²), like rembg. High: a second pass on each subject's bounding box, and "
+                              "a mask upsampled along the photo's own edges: sharper, more accurate edges on big "
+                              "photos and small subjects, for about twice the model time (subjects that fill the "
+                              "frame skip the second pass). Models with a plain mask only (not cloth, not sam).",
+                              "model", labels=EDGE_DETAIL_LABELS)
     alpha_matting: bool = option(False, "Closed-form alpha matting on the uncertain edge band (hair, fur), before "
                                  "the refine steps", "mask")
     alpha_matting_foreground_threshold: int = option(240, "Alpha matting: mask values above this are sure "

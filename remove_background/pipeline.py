@@ -14,7 +14,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from . import catalog, dependencies, inference, model_files, sam, sessions
+from . import catalog, dependencies, detail, inference, model_files, sam, sessions
 from .compositing import combine_alpha, cutout, over_background
 from .images import is_flat, to_rgb_alpha
 from .matting import alpha_matte
@@ -57,8 +57,10 @@ def predict_mask(
     rgb: Image.Image,
     cloth_category: str = "all",
     prompt: Optional[list] = None,
+    edge_detail: str = "standard",
 ) -> np.ndarray:
-    """The model's mask for the RGB image ``rgb`` at the image's own size (uint8, H×W)."""
+    """The model's mask for the RGB image ``rgb`` at the image's own size (uint8, H×W). ``edge_detail`` "high":
+    a second pass on the subjects and edge-aware upsampling (detail.py), for plain-mask models."""
     info = loaded.info
     width, height = rgb.size
     if info.output == "sam":
@@ -71,7 +73,10 @@ def predict_mask(
         low = inference.cloth_mask(outputs, cloth_category)
     else:
         low = inference.small_mask(outputs, info)
-    return inference.upscale_mask(low, width, height)
+    full = inference.upscale_mask(low, width, height)
+    if edge_detail == "high" and detail.supports_detail(info.output):
+        return detail.detailed_mask(loaded, rgb, low, full)
+    return full
 
 
 def remove(
@@ -105,7 +110,7 @@ def remove(
     t1 = time.perf_counter()
     loaded = load_model(opts.model, opts.provider, models_dir, device, progress, allow_download)
     t2 = time.perf_counter()
-    mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts))
+    mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts), opts.edge_detail)
     t3 = time.perf_counter()
     rgb_array = None
     if matting_options.enabled or opts.decontaminate or background is not None:
