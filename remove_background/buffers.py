@@ -40,6 +40,11 @@ class BufferPool:
         self._idle: list[np.ndarray] = []  # oldest first
         self._returned: deque = deque()  # blocks given back while the lock was held (by a finalizer, say)
         self._lock = threading.Lock()
+        self._count_lock = threading.RLock()  # re-entrant: a finalizer may give a block back inside it
+        self._lent: set[int] = set()  # ids of the blocks handed out and not yet given back
+        self.lent_bytes = 0
+        self.peak_lent_bytes = 0  # for tests and benchmarks: most bytes handed out at once
+        self.double_lends = 0  # a block handed to a caller while another still had it: must stay 0
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
         """An uninitialised C-contiguous uint8 array of ``shape``."""
@@ -52,15 +57,25 @@ class BufferPool:
             fits = [i for i, b in enumerate(self._idle) if size <= b.size <= size + size // 4]
             if fits:
                 block = self._idle.pop(min(fits, key=lambda i: self._idle[i].size))
-        self._drain()
         if block is None:
             block = np.empty(size, np.uint8)
+        with self._count_lock:
+            if id(block) in self._lent:
+                self.double_lends += 1
+            self._lent.add(id(block))
+            self.lent_bytes += block.size
+            self.peak_lent_bytes = max(self.peak_lent_bytes, self.lent_bytes)
+        self._drain()
         flat = np.frombuffer(memoryview(block), np.uint8, count=size)
         returns = weakref.finalize(flat.base, self._give_back, block)  # flat.base: the memoryview only its users hold
         returns.atexit = False  # nothing to give back at interpreter exit
         return flat.reshape(shape)
 
     def _give_back(self, block: np.ndarray) -> None:
+        with self._count_lock:
+            if id(block) in self._lent:
+                self._lent.discard(id(block))
+                self.lent_bytes -= block.size
         self._returned.append(block)
         self._drain()
 

@@ -103,6 +103,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from . import doctor
 
         return doctor.run(a.root, a.models_dir)
+    if argv[:1] == ["batch"]:  # Ray Data: imported only when asked for (the optional "ray" extra)
+        from . import batch
+
+        return batch.main(argv[1:])
     if argv[:1] == ["download"]:
         p = argparse.ArgumentParser(prog="remove-background download", description="Download model files now.")
         p.add_argument("models", nargs="+", choices=catalog.MODEL_NAMES)
@@ -120,7 +124,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         prog="remove-background",
         description="Remove image backgrounds with rembg's ONNX models. Writes NAME.png (RGBA cut-out) and "
                     "NAME.mask.png into OUTDIR. Other commands: 'remove-background doctor', "
-                    "'remove-background download MODEL --models-dir DIR'.",
+                    "'remove-background download MODEL --models-dir DIR', "
+                    "'remove-background batch IN... OUT_DIR --workers N' (Ray Data).",
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files and folders")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if needed)")

@@ -2,6 +2,15 @@
 
 A session is created once per key and reused. Creation of one key never blocks
 the use of another, and two threads asking for the same key create it once.
+The bound applies per device (the providers with their device id), so InvokeAI
+running the node on several GPUs at once keeps one session per GPU instead of
+evicting one GPU's session for another's.
+
+CPU runs are gated: ONNX Runtime already spreads one run over every core, so
+several callers running the model at once on the CPU (threads of one process)
+only fight over the cores. At most ``cpu_run_slots()`` CPU runs go at once
+(cores / ORT threads per session: 1 with ORT's default thread count); the other
+callers wait for a slot while their decoding, resizing and compositing go on.
 """
 
 from __future__ import annotations
@@ -83,11 +92,92 @@ def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> Load
             raise
     loaded = list(sessions[0].get_providers())
     check_loaded(plan, loaded, info.name)
+    if loaded == [CPU_PROVIDER]:
+        sessions = [GatedSession(s, CPU_GATE) for s in sessions]
     return LoadedModel(info=info, ort_sessions=sessions, providers=loaded, plan=plan)
 
 
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_run_slots() -> int:
+    """How many CPU model runs may go at once in this process: ``REMOVE_BACKGROUND_CPU_RUNS`` when set (0: no
+    limit), else the cores divided by ORT's threads per session (OMP_NUM_THREADS, else ORT's one per core)."""
+    value = os.environ.get("REMOVE_BACKGROUND_CPU_RUNS", "")
+    if value.strip().isdigit():
+        return int(value)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    per_run = int(threads) if threads.isdigit() and int(threads) > 0 else usable_cores()
+    return max(1, usable_cores() // per_run)
+
+
+class RunGate:
+    """A counting gate for model runs, with figures for tests and benchmarks (peak runs at once, waits)."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self._sem = threading.BoundedSemaphore(slots) if slots > 0 else None
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.waited = 0
+
+    def __enter__(self):
+        if self._sem is not None:
+            if not self._sem.acquire(blocking=False):
+                with self._lock:
+                    self.waited += 1
+                self._sem.acquire()
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self.running -= 1
+        if self._sem is not None:
+            self._sem.release()
+        return False
+
+    def reset(self, slots: Optional[int] = None) -> None:
+        """Start again with ``slots`` (default ``cpu_run_slots()``); only while no run is in progress."""
+        self.__init__(cpu_run_slots() if slots is None else slots)
+
+
+CPU_GATE = RunGate(cpu_run_slots())
+
+
+class GatedSession:
+    """An ``ort.InferenceSession`` whose ``run`` takes a slot of ``gate``; everything else is the session's."""
+
+    __slots__ = ("_session", "_gate")
+
+    def __init__(self, session, gate: RunGate):
+        self._session = session
+        self._gate = gate
+
+    def run(self, *args, **kwargs):
+        with self._gate:
+            return self._session.run(*args, **kwargs)
+
+    @property
+    def inner(self):
+        return self._session
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
 class SessionCache:
-    """Bounded LRU of LoadedModel, safe to use from several threads at once."""
+    """Bounded LRU of LoadedModel (``max_size`` per device), safe to use from several threads at once."""
 
     def __init__(self, max_size: int = DEFAULT_MAX_SESSIONS):
         self.max_size = max(1, max_size)
@@ -112,8 +202,10 @@ class SessionCache:
                 self.created += 1
                 self._items[key] = model
                 self._items.move_to_end(key)
-                while len(self._items) > self.max_size:
-                    old_key, _ = self._items.popitem(last=False)
+                group = _device_group(key)
+                same = [k for k in self._items if _device_group(k) == group]  # oldest first
+                for old_key in same[: max(0, len(same) - self.max_size)]:
+                    del self._items[old_key]
                     log.info("remove-background: evicted session %s", old_key[0])
                 self._key_locks.pop(key, None)
             return model
@@ -132,6 +224,11 @@ class SessionCache:
     def keys(self) -> list[tuple]:
         with self._lock:
             return list(self._items)
+
+
+def _device_group(key: tuple):
+    """The providers-with-device part of a cache key: the bound applies to each device on its own."""
+    return key[1] if len(key) > 1 else None
 
 
 CACHE = SessionCache()

@@ -119,3 +119,12 @@ def test_collect_inputs_skips_non_images(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p, _ in cli.collect_inputs([tmp_path], False)] == ["a.png"]
+
+
+def test_batch_subcommand_is_dispatched(monkeypatch):
+    from remove_background import batch
+
+    seen = []
+    monkeypatch.setattr(batch, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["batch", "in", "out", "--workers", "3"]) == 0
+    assert seen == [["in", "out", "--workers", "3"]]
