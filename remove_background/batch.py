@@ -460,7 +460,7 @@ def _run_on_ray(ray, opts, pending, by_path, report, models_dir, allow_download,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import add_arguments
+    from .options import add_command_line
 
     p = argparse.ArgumentParser(
         prog="remove-background batch",
@@ -484,13 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"zlib level of the PNG files (default {PNG_LEVEL}: 3x faster to write than the CLI's 6, "
                         "files about 16%% larger, same pixels)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_arguments(p)
-    m = p.add_argument_group("model files")
-    m.add_argument("--models-dir", type=Path, help="where model files live; on a cluster, a folder every node "
-                                                   "reads at the same path")
-    m.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing model")
-    p.add_argument("--mask-only", dest="output_mode", action="store_const", const="mask_only",
-                   help="the same as --output-mode mask_only: write only NAME.mask.png")
+    add_command_line(p, "where model files live; on a cluster, a folder every node reads at the same path")
     return p
 
 

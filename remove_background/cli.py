@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 from . import catalog
 from .errors import ModelChecksumError, ModelNotAvailableError, RemoveBackgroundError
-from .options import RemovalOptions, add_arguments, from_arguments
+from .options import RemovalOptions, add_command_line, from_arguments
 
 MODEL_ERRORS = (ModelNotAvailableError, ModelChecksumError)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -21,13 +21,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 def _add_options(p: argparse.ArgumentParser) -> None:
     """Every removal option (options.RemovalOptions), plus where models live and whether to download them."""
-    add_arguments(p)
-    g = p.add_argument_group("model files")
-    g.add_argument("--models-dir", type=Path, help="where model files live (default: $REMOVE_BACKGROUND_MODELS "
-                                                   "or ~/.cache/remove-background/models)")
-    g.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing model")
-    p.add_argument("--mask-only", dest="output_mode", action="store_const", const="mask_only",
-                   help="the same as --output-mode mask_only: write only NAME.mask.png")
+    add_command_line(p, "where model files live (default: $REMOVE_BACKGROUND_MODELS or "
+                        "~/.cache/remove-background/models)")
 
 
 def collect_inputs(paths: Iterable[Path], recursive: bool) -> list[tuple[Path, Path]]:

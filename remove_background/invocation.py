@@ -62,7 +62,7 @@ def current_device() -> Optional[str]:
     return f"{device.type}:{device.index}" if device.index is not None else device.type
 
 
-def mask_tensor(mask) -> "torch.Tensor":  # noqa: F821
+def mask_tensor(mask):
     """The L mask as InvokeAI's boolean mask tensor [1, H, W]: true where the mask is above 0."""
     import numpy as np
     import torch

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .catalog import DEFAULT_MODEL, MODEL_NAMES, MODELS
+from .catalog import DEFAULT_MODEL, MODELS
 from .errors import check_range
 from .providers import PROVIDER_CHOICES
 
@@ -243,6 +243,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                help=text)
         else:
             group.add_argument(*names, dest=name, metavar=meta["metavar"], help=text)
+
+
+def add_command_line(parser: argparse.ArgumentParser, models_dir_help: str) -> None:
+    """Every option's flag, plus where model files live, whether to download them, and ``--mask-only``: what the
+    CLI and the batch command share."""
+    from pathlib import Path
+
+    add_arguments(parser)
+    files = parser.add_argument_group("model files")
+    files.add_argument("--models-dir", type=Path, help=models_dir_help)
+    files.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing model")
+    parser.add_argument("--mask-only", dest="output_mode", action="store_const", const="mask_only",
+                        help="the same as --output-mode mask_only: write only NAME.mask.png")
 
 
 def from_arguments(args: argparse.Namespace) -> RemovalOptions:

@@ -4,7 +4,6 @@ and the shipped workflows (imported by the manager, and valid graphs when enqueu
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
