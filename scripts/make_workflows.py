@@ -3,7 +3,11 @@
 
 - ``remove-background.json``: the workflow-editor example (the node, its options in a form).
 - ``remove-background-canvas.json``: for "Run Workflow on Canvas": a form exposing the image field,
-  our node, and two ``canvas_output`` nodes (the cut-out and the mask land in the staging area).
+  our node, and one ``canvas_output`` node (the cut-out lands in the staging area).
+
+Our node keeps InvokeAI's cache on (``useCache``): an unchanged re-run is instant. ``canvas_output`` has it off, as
+in InvokeAI's own canvas graphs, so a re-run on the canvas still stages a fresh image
+(tests/test_workflows_and_node_manager.py).
 
 A test checks the committed files equal what this script writes.
 """
@@ -39,12 +43,12 @@ def node_inputs() -> dict:
     return inputs
 
 
-def invocation_node(node_id, node_type, version, inputs, x, y, pack, intermediate):
+def invocation_node(node_id, node_type, version, inputs, x, y, pack, intermediate, use_cache=True):
     return {
         "id": node_id,
         "type": "invocation",
         "data": {"id": node_id, "type": node_type, "version": version, "label": "", "notes": "", "isOpen": True,
-                 "isIntermediate": intermediate, "useCache": False, "nodePack": pack, "inputs": inputs},
+                 "isIntermediate": intermediate, "useCache": use_cache, "nodePack": pack, "inputs": inputs},
         "position": {"x": x, "y": y},
     }
 
@@ -89,14 +93,16 @@ def build() -> dict[str, dict]:
         [ours(False)], [], FORM_FIELDS, "Remove the background", "remove background, rembg, mask, cutout")
     canvas_nodes = [ours(True)]
     canvas_edges = []
-    for i, field in enumerate(("image", "mask")):
-        out_id = f"canvas_output_{field}"
-        canvas_nodes.append(invocation_node(out_id, "canvas_output", "1.0.0", {"image": {"name": "image", "label": ""}},
-                                            480, i * 320, "invokeai", False))
-        canvas_edges.append(edge(NODE_ID, field, out_id, "image"))
+    # One canvas output, the cut-out: with two, the staging area selects whichever finished last (the mask), and
+    # Accept (Enter) would put the mask on the canvas.
+    canvas_nodes.append(invocation_node("canvas_output_image", "canvas_output", "1.0.0",
+                                        {"image": {"name": "image", "label": ""}}, 480, 0, "invokeai", False,
+                                        use_cache=False))
+    canvas_edges.append(edge(NODE_ID, "image", "canvas_output_image", "image"))
     canvas = workflow(
         "Remove Background (canvas)",
-        "Right-click a raster layer > Run Workflow on Canvas: the cut-out and its mask land in the staging area.",
+        "Right-click a raster layer > Run Workflow on Canvas: the cut-out lands in the staging area. "
+        "Fit Bbox To Layers first, so that it lands exactly over the layer.",
         canvas_nodes, canvas_edges, FORM_FIELDS, "Remove the layer's background",
         "remove background, rembg, mask, cutout, canvas")
     return {"remove-background.json": editor, "remove-background-canvas.json": canvas}

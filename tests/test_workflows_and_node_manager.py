@@ -72,8 +72,8 @@ def test_canvas_workflow_meets_run_workflow_on_canvas_rules():
     fields = [e["data"]["fieldIdentifier"] for e in canvas["form"]["elements"].values() if e["type"] == "node-field"]
     assert {"nodeId": "remove_bg", "fieldName": "image"} in fields  # an ImageField exposed in the form
     outputs = [n for n in canvas["nodes"] if n["data"]["type"] == "canvas_output"]
-    assert len(outputs) == 2  # the cut-out and the mask
-    assert {e["sourceHandle"] for e in canvas["edges"]} == {"image", "mask"}
+    assert len(outputs) == 1  # the cut-out only: with the mask too, staging selects the mask when it finishes last
+    assert [(e["sourceHandle"], e["target"]) for e in canvas["edges"]] == [("image", outputs[0]["id"])]
 
 
 def test_no_test_fixture_looks_like_a_workflow():
@@ -109,7 +109,18 @@ def test_custom_node_manager_install_imports_workflows_and_runs(tmp_path, repo_u
             types = {r["type"] for r in item["session"]["results"].values()}
             assert "remove_background_rembg_output" in types
             if "canvas" in path.name:
-                assert sum(r["type"] == "image_output" for r in item["session"]["results"].values()) == 2
+                assert sum(r["type"] == "image_output" for r in item["session"]["results"].values()) == 1
+                # useCache is on: an unchanged re-run takes our node's result from InvokeAI's cache, and
+                # canvas_output (never cached) still stages a new image, so Run Workflow on Canvas works again
+                [again_id] = server.enqueue(workflow_to_graph(json.loads(path.read_text()), image_name))
+                again = server.wait(again_id)
+                assert again["status"] == "completed", again.get("error_message")
+                ours = [[r["image"]["image_name"] for r in i["session"]["results"].values()
+                         if r["type"] == "remove_background_rembg_output"] for i in (item, again)]
+                staged = [[r["image"]["image_name"] for r in i["session"]["results"].values()
+                           if r["type"] == "image_output"] for i in (item, again)]
+                assert ours[0] == ours[1]  # cached
+                assert staged[0] != staged[1] and len(staged[1]) == 1  # a fresh image for the staging area
 
 
 def test_custom_node_manager_without_dependencies_registers_and_explains(tmp_path, repo_url, u2netp_file):
