@@ -40,25 +40,26 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 WORKFLOW = "Remove Background (canvas)"
 
 
-def canvas_state(layer: dict, bbox: tuple[int, int, int, int]) -> dict:
-    """InvokeAI 6.14.2's persisted canvas slice (version 3) with one raster layer and the given bbox."""
+def canvas_state(layers: list[dict], bbox: tuple[int, int, int, int]) -> dict:
+    """InvokeAI 6.14.2's persisted canvas slice (version 3) with these raster layers (the first selected)."""
     x, y, w, h = bbox
     empty = {"isHidden": False, "entities": []}
     return {
-        "_version": 3, "selectedEntityIdentifier": {"id": layer["id"], "type": "raster_layer"},
+        "_version": 3, "selectedEntityIdentifier": {"id": layers[0]["id"], "type": "raster_layer"},
         "bookmarkedEntityIdentifier": None, "inpaintMasks": dict(empty), "controlLayers": dict(empty),
-        "regionalGuidance": dict(empty), "rasterLayers": {"isHidden": False, "entities": [layer]},
+        "regionalGuidance": dict(empty), "rasterLayers": {"isHidden": False, "entities": layers},
         "bbox": {"rect": {"x": x, "y": y, "width": w, "height": h},
                  "aspectRatio": {"id": "Free", "value": w / h, "isLocked": False},
                  "scaleMethod": "none", "scaledSize": {"width": w, "height": h}, "modelBase": "sd-1"},
     }
 
 
-def raster_layer(image_name: str, size: tuple[int, int], position: tuple[int, int]) -> dict:
-    return {"id": "raster_layer:source", "name": "source", "type": "raster_layer", "isEnabled": True,
+def raster_layer(image_name: str, size: tuple[int, int], position: tuple[int, int], name: str = "source",
+                 enabled: bool = True) -> dict:
+    return {"id": f"raster_layer:{name}", "name": name, "type": "raster_layer", "isEnabled": enabled,
             "isLocked": False, "isTransparencyLocked": False, "opacity": 1,
             "position": {"x": position[0], "y": position[1]},
-            "objects": [{"id": "image:source", "type": "image",
+            "objects": [{"id": f"image:{name}", "type": "image",
                          "image": {"image_name": image_name, "width": size[0], "height": size[1]}}]}
 
 
@@ -113,12 +114,15 @@ def set_canvas(server, state: dict) -> None:
     server.post_json("/api/v1/client_state/default/set_by_key?key=canvas", json.dumps(state))
 
 
-def run_in_browser(server, tmp_path, source: Image.Image, position, bbox, fit=False, crop=False, shots=None):
-    """Put ``source`` on the canvas at ``position`` with ``bbox``, run the workflow on it in the browser, accept.
-    Returns (new layer's position, its image, the image the workflow got, the canvas state)."""
+def run_in_browser(server, tmp_path, source: Image.Image, position, bbox, fit=False, crop=False, shots=None,
+                   others=()):
+    """Put ``source`` on the canvas at ``position`` with ``bbox`` (and the ``others`` layers), run the workflow on
+    it in the browser, accept. Returns (new layer's position, its image, the image the workflow got, the state)."""
     name = server.upload(png(source), "source.png")
-    set_canvas(server, canvas_state(raster_layer(name, source.size, position), bbox))
-    job = {"url": server.url, "layer": "source", "workflow": WORKFLOW, "fit": fit, "crop": crop, "layers": 2,
+    layers = [raster_layer(name, source.size, position), *others]
+    set_canvas(server, canvas_state(layers, bbox))
+    job = {"url": server.url, "layer": "source", "workflow": WORKFLOW, "fit": fit, "crop": crop,
+           "layers": len(layers) + 1,
            "debug": str(tmp_path / "failed.png"), **(shots or {})}
     r = subprocess.run(["node", str(BROWSER_DIR / "canvas_run_workflow.mjs"), json.dumps(job)],
                        capture_output=True, text=True, timeout=500, cwd=BROWSER_DIR)
@@ -126,7 +130,7 @@ def run_in_browser(server, tmp_path, source: Image.Image, position, bbox, fit=Fa
     result = json.loads(r.stdout.strip().splitlines()[-1])
     state = result["state"]
     print(f"canvas case at {position}: staging needed a page reload: {result['reloaded']}")
-    [new] = [e for e in state["rasterLayers"]["entities"] if e["id"] != "raster_layer:source"]
+    [new] = [e for e in state["rasterLayers"]["entities"] if e["id"] not in {layer["id"] for layer in layers}]
     [obj] = new["objects"]
     accepted = image_bytes(server, obj["image"]["image_name"])
     items = server.get("/api/v1/queue/default/list_all")
@@ -189,8 +193,13 @@ def test_fit_bbox_to_layers_lands_a_smaller_layer_exactly(server, tmp_path):
 
 
 def test_fit_bbox_to_layers_lands_a_larger_layer_exactly(server, tmp_path):
+    """With another layer on the canvas, turned off: Fit Bbox To Layers leaves it out."""
     source = astronaut().resize((768, 576))
-    at, accepted, workflow_input, _ = run_in_browser(server, tmp_path, source, (-64, 32), (0, 0, 512, 512), fit=True)
+    other_name = server.upload(png(Image.new("RGB", (64, 64), "red")), "other.png")
+    other = raster_layer(other_name, (64, 64), (1000, 800), name="other", enabled=False)
+    at, accepted, workflow_input, state = run_in_browser(server, tmp_path, source, (-64, 32), (0, 0, 512, 512),
+                                                         fit=True, others=[other])
+    assert state["bbox"]["rect"] == {"x": -64, "y": 32, "width": 768, "height": 576}
     assert_is_our_cutout(server, accepted, workflow_input)
     assert at == (-64, 32)
     assert_lands_over_source(accepted, at, source, (-64, 32))
