@@ -3,10 +3,14 @@
 
 Part 1, Ray Data batch path (``remove_background.batch``), against our plain CLI loop and the raw model:
   - plain CLI loop: ``remove-background IN -o OUT`` (one process, ORT's default threads), in-process;
-  - ray 1 worker x 1 ORT thread, ray 2 workers x 1 ORT thread each (local Ray, num_cpus = this machine's cores);
+  - ray 1 worker x 1 ORT thread, ray 2 workers x 1 ORT thread each (local Ray, num_cpus = this machine's cores),
+    with the defaults (two images at once per worker) and with one image at a time per worker;
   - raw: ``session.run`` on the prepared model inputs alone, the same images, the same workers x threads
-    (N sessions of 1 thread, N threads), the lower bound for each configuration.
-  images/s steady = between the first and the last result (startup excluded); wall = everything, Ray's start,
+    (N sessions of 1 thread, N threads), in this process: the lower bound for each configuration;
+  - model in place: the same ``session.run`` calls timed where they ran, inside the workers (the run gate adds
+    them up), as images/s; x model = per image / that. It tells how much of a worker's time is its model runs.
+  images/s steady = between the first and the last result (startup excluded; for Ray, from the moment a worker began
+  its first images, since results arrive a call of several images at a time); wall = everything, Ray's start,
   the actors' start and session creation included. per image = 1 / steady images/s; x raw = per image / raw's.
 
 Part 2, many threads in one process (InvokeAI's generation_devices, or an app calling remove() from threads):
@@ -14,8 +18,8 @@ Part 2, many threads in one process (InvokeAI's generation_devices, or an app ca
   all cores: oversubscribed) and on (sessions.CPU_GATE: at most cores / ORT threads CPU runs at once). Rounds are
   interleaved; medians.
 
-    python benchmarks/bench_batch.py          # 24 images of about 1 MP; 2 rounds of part 1, 3 of part 2: ~4 min
-    python benchmarks/bench_batch.py --images 8 --ray-rounds 1 --rounds 1    # quick (~1 min)
+    python benchmarks/bench_batch.py          # 48 images of about 1 MP; 2 rounds of part 1, 3 of part 2: ~8 min
+    python benchmarks/bench_batch.py --images 12 --ray-rounds 1 --rounds 1    # quick (~2 min)
 
 Each row also shows the CPU that processes outside this benchmark used meanwhile (a shared machine's other jobs);
 figures taken while that is well above 0 are not clean, and the script says so.
@@ -168,8 +172,8 @@ def model_inputs(paths: list[Path]) -> list:
     return out
 
 
-def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float]:
-    """(steady images/s, wall s) of the plain CLI loop over the folder."""
+def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float, float]:
+    """(steady images/s, wall s, images/s of its model runs alone) of the plain CLI loop over the folder."""
     from remove_background import cli, sessions
 
     sessions.clear_sessions()
@@ -182,6 +186,7 @@ def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float
             stamps.append(time.perf_counter())
 
     t0 = time.perf_counter()
+    model_before = sessions.CPU_GATE.run_seconds
     Image.Image.save = save
     try:
         code = cli.main([str(paths_dir), "-o", str(out), "--model", "u2netp", "--models-dir", str(models_dir)])
@@ -189,20 +194,26 @@ def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float
         Image.Image.save = real_save
     wall = time.perf_counter() - t0
     assert code == 0, code
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), wall
+    model_rate = len(stamps) / (sessions.CPU_GATE.run_seconds - model_before)
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), wall, model_rate
 
 
-def ray_run(paths_dir: Path, out: Path, models_dir: Path, workers: int) -> tuple[float, float]:
+def ray_run(paths_dir: Path, out: Path, models_dir: Path, workers: int,
+            at_once: int = None) -> tuple[float, float, float]:
+    """(steady images/s, wall s, images/s of the workers' model runs alone, measured inside them)."""
     from remove_background import batch
 
     stamps = []
     t0 = time.perf_counter()
     report = batch.run_batch(paths_dir, out, {"model": "u2netp"}, workers=workers, ort_threads=1,
-                             models_dir=models_dir, progress=False,
-                             on_result=lambda p, e: stamps.append(time.perf_counter()))
+                             models_dir=models_dir, progress=False, calls_per_worker=at_once,
+                             on_result=lambda p, e: stamps.append(time.time()))
     wall = time.perf_counter() - t0
     assert report.ok and report.done == len(stamps), report
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), wall
+    # results come a call (several images) at a time: steady = from the moment a worker began its first images
+    # (reported by the workers; Ray's and the actors' start are before it) to the last result
+    model_rate = workers * report.done / report.model_seconds
+    return len(stamps) / (stamps[-1] - report.first_started), wall, model_rate
 
 
 def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file: Path) -> None:
@@ -211,8 +222,9 @@ def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file
     cores = os.cpu_count() or 1
     inputs = model_inputs(paths)
     labels = {0: f"plain CLI loop (1 process, ORT {cores} threads)", 1: "ray 1 worker x 1 ORT thread",
-              2: "ray 2 workers x 1 ORT thread"}
-    runs: dict[int, list] = {k: [] for k in labels}  # (steady, wall, raw, other load) per round
+              2: "ray 2 workers x 1 ORT thread", -1: "ray 1 worker, 1 image at a time",
+              -2: "ray 2 workers, 1 image at a time"}  # the first three: the defaults
+    runs: dict[int, list] = {k: [] for k in labels}  # (steady, wall, raw, model in place, other load) per round
     ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
     try:
         for r in range(args.ray_rounds):
@@ -220,31 +232,33 @@ def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file
                 wait_idle(args.wait_idle)
                 with OtherLoad() as load:
                     if k == 0:
-                        steady, wall = cli_loop(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir)
+                        steady, wall, model = cli_loop(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir)
                         raw = raw_rate(model_file, inputs, 1, cores)
                     else:
-                        steady, wall = ray_run(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir, k)
-                        raw = raw_rate(model_file, inputs, k, 1)
-                runs[k].append((steady, wall, raw, load.cores))
+                        steady, wall, model = ray_run(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir,
+                                                      abs(k), 1 if k < 0 else None)
+                        raw = raw_rate(model_file, inputs, abs(k), 1)
+                runs[k].append((steady, wall, raw, model, load.cores))
     finally:
         ray.shutdown()
-    med = {k: [statistics.median(v[i] for v in runs[k]) for i in range(3)] + [max(v[3] for v in runs[k])]
+    med = {k: [statistics.median(v[i] for v in runs[k]) for i in range(4)] + [max(v[4] for v in runs[k])]
            for k in runs}
     print(f"\nPart 1: {len(paths)} images of about {args.megapixels:g} MP, u2netp, {cores} cores, median of "
-          f"{args.ray_rounds} interleaved rounds (steady = first to last result; wall includes Ray's and the "
-          f"actors' start; raw = session.run alone, same images, same workers x threads)")
+          f"{args.ray_rounds} interleaved rounds (steady = from the first image begun to the last result;\n"
+          f"wall includes Ray's and the actors' start; raw = session.run alone, same images, same workers x threads,\n"
+          f"in this process; model in place = the same runs timed where they ran (inside the workers), as images/s)")
     print(f"{'configuration':>44} | {'images/s steady':>15} | {'wall s':>6} | {'per image':>9} | "
-          f"{'raw images/s':>12} | {'x raw':>5} | other jobs' load")
-    print("-" * 125)
+          f"{'raw images/s':>12} | {'x raw':>5} | {'model in place':>14} | {'x model':>7} | other jobs' load")
+    print("-" * 150)
     for k, label in labels.items():
-        steady, wall, raw, other = med[k]
+        steady, wall, raw, model, other = med[k]
         print(f"{label:>44} | {steady:15.2f} | {wall:6.1f} | {1000 / steady:6.0f} ms | {raw:12.2f} | "
-              f"{raw / steady:4.2f}x | {other:.2f} cores")
+              f"{raw / steady:4.2f}x | {model:14.2f} | {model / steady:6.2f}x | {other:.2f} cores")
     one, two = med[1][0], med[2][0]
     print(f"speed-up 1 -> 2 workers: {two / one:.2f}x (target >= 1.6x); 2 workers vs plain CLI loop: "
-          f"{two / med[0][0]:.2f}x; per image, 2 workers vs raw at 2 x 1 thread: {med[2][2] / two:.2f}x "
-          f"(target <= 1.05x)")
-    if max(m[3] for m in med.values()) > 0.2:
+          f"{two / med[0][0]:.2f}x; per image vs the model run (target <= 1.05x): 2 workers {med[2][2] / two:.2f}x raw, "
+          f"{med[2][3] / two:.2f}x in place; 1 worker {med[1][2] / one:.2f}x raw, {med[1][3] / one:.2f}x in place")
+    if max(m[4] for m in med.values()) > 0.2:
         print("WARNING: other processes used the CPU during this run (last column): these figures are not clean.")
 
 
@@ -321,7 +335,7 @@ def part_threads(args, paths: list[Path], models_dir: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=24, help="images for part 1 (default 24)")
+    p.add_argument("--images", type=int, default=48, help="images for part 1 (default 48)")
     p.add_argument("--thread-images", type=int, default=8, help="images for part 2 (default 8)")
     p.add_argument("--megapixels", type=float, default=1.0)
     p.add_argument("--rounds", type=int, default=3, help="rounds for part 2 (default 3)")

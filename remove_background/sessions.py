@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,7 @@ class RunGate:
         self.running = 0
         self.peak = 0
         self.waited = 0
+        self.run_seconds = 0.0  # total time spent in model runs through this gate
 
     def __enter__(self):
         if self._sem is not None:
@@ -166,7 +168,13 @@ class GatedSession:
 
     def run(self, *args, **kwargs):
         with self._gate:
-            return self._session.run(*args, **kwargs)
+            t0 = time.perf_counter()
+            try:
+                return self._session.run(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - t0
+                with self._gate._lock:
+                    self._gate.run_seconds += elapsed
 
     @property
     def inner(self):

@@ -142,6 +142,7 @@ def test_batch_equals_single_image_api_resumes_and_lists_failures(local_ray, ima
     out2 = tmp_path / "out2"
     first = batch.run_batch(goods_only, out2, {"model": "u2netp"}, workers=1, models_dir=weights, progress=False)
     assert (first.done, first.skipped, first.failed) == (3, 0, [])
+    assert first.model_seconds > 0 and first.first_started is not None  # the benchmark's figures
     (out2 / batch.MANIFEST_NAME).write_text("{}")  # a stale manifest from an older run
     again = batch.run_batch(goods_only, out2, {"model": "u2netp", "output_mode": "mask_only"}, workers=1,
                             models_dir=weights, progress=False)
@@ -220,3 +221,26 @@ def test_outputs_older_than_the_jobs_options_are_not_complete(tmp_path):
     time.sleep(0.01)
     src.touch()  # the input changed after its outputs were written
     assert not batch.is_done(item)
+
+
+def test_worker_overlaps_two_images_with_one_model_run_at_a_time(weights, images):
+    """In a CPU worker, two images are in flight (one decodes/encodes while the other runs the model), yet the
+    model runs one at a time (the worker's ORT threads are its share of the cores), with the very same bytes."""
+    from remove_background import sessions
+
+    files = sorted(images.glob("*.*"))[:6]
+    batch_in = {"path": [str(p) for p in files], "bytes": [p.read_bytes() for p in files]}
+    try:
+        serial = batch._Remover({"model": "u2netp"}, str(weights), "cpu", False, None)(batch_in)
+        sessions.clear_sessions()  # the overlapped worker builds its own gated session
+        worker = batch._Remover({"model": "u2netp"}, str(weights), "cpu", False, None, images_at_once=2, cpu_runs=1)
+        overlapped = worker(batch_in)
+        assert sessions.CPU_GATE.slots == 1 and sessions.CPU_GATE.peak == 1
+        assert sessions.CPU_GATE.waited > 0  # the two images really were in flight together
+    finally:
+        sessions.CPU_GATE.reset()
+        sessions.clear_sessions()
+    assert overlapped["path"] == serial["path"]
+    for key in ("cutout", "mask", "error"):
+        assert overlapped[key] == serial[key], key
+    assert any(overlapped["error"]) and not all(overlapped["error"])
