@@ -39,13 +39,25 @@ try {
     await layerRow.click({ button: 'right' });
     await page.locator('[role=menuitem]:visible', { hasText: item }).first().click();
   };
+  const until = async (done, what, again = null) => { // poll the persisted canvas state
+    for (let i = 0; i < 60; i += 1) {
+      if (done(await canvasState())) return;
+      if (again && i % 10 === 9) await again();
+      await page.waitForTimeout(500);
+    }
+    throw new Error(`canvas state never showed: ${what}`);
+  };
+  const initial = await canvasState();
+  const sourceObjects = (state) => state.rasterLayers.entities.find((e) => e.name === job.layer).objects;
   if (job.fit) {
-    await page.getByLabel('Fit Bbox To Layers').first().click();
-    await page.waitForTimeout(500);
+    const fit = () => page.getByLabel('Fit Bbox To Layers').first().click();
+    await fit();
+    await until((state) => JSON.stringify(state.bbox.rect) !== JSON.stringify(initial.bbox.rect), 'the fitted bbox',
+                fit);
   }
   if (job.crop) {
     await menu('Crop Layer to Bbox');
-    await page.waitForTimeout(2000);
+    await until((state) => sourceObjects(state)[0].id !== sourceObjects(initial)[0].id, 'the cropped layer');
   }
   const stage = page.locator('.konvajs-content').first();
   if (job.before) {
