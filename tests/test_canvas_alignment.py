@@ -106,7 +106,7 @@ def server(tmp_path_factory, u2netp_file):
         yield s
 
 
-def image_bytes(server, name: str) -> Image.Image:
+def fetch_image(server, name: str) -> Image.Image:
     return Image.open(io.BytesIO(server.request("GET", f"/api/v1/images/i/{name}/full")))
 
 
@@ -132,11 +132,11 @@ def run_in_browser(server, tmp_path, source: Image.Image, position, bbox, fit=Fa
     print(f"canvas case at {position}: staging needed a page reload: {result['reloaded']}")
     [new] = [e for e in state["rasterLayers"]["entities"] if e["id"] not in {layer["id"] for layer in layers}]
     [obj] = new["objects"]
-    accepted = image_bytes(server, obj["image"]["image_name"])
+    accepted = fetch_image(server, obj["image"]["image_name"])
     items = server.get("/api/v1/queue/default/list_all")
     item = server.item(max(i["item_id"] for i in items))
     assert item["status"] == "completed" and item["origin"] == "canvas_workflow_integration"
-    workflow_input = image_bytes(server, item["session"]["graph"]["nodes"]["remove_bg"]["image"]["image_name"])
+    workflow_input = fetch_image(server, item["session"]["graph"]["nodes"]["remove_bg"]["image"]["image_name"])
     return (new["position"]["x"], new["position"]["y"]), accepted, workflow_input, state
 
 

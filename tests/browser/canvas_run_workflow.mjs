@@ -1,10 +1,10 @@
 // "Run Workflow on Canvas" as a user does it, in Debian's chromium against a real invokeai-web: open the Canvas,
 // optionally press "Fit Bbox To Layers" and "Crop Layer to Bbox", right-click the layer, run our canvas workflow,
-// accept the first staged image, and wait until the canvas state (kept by InvokeAI on the server) has the new layer.
+// accept the staged cut-out, and wait until the canvas state (kept by InvokeAI on the server) has the new layer.
 //   node canvas_run_workflow.mjs '{"url": ..., "layer": "source", "workflow": "Remove Background (canvas)",
 //                                  "fit": true, "crop": false, "layers": 2, "before": "a.png", "after": "b.png",
 //                                  "hide": true}'
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const job = JSON.parse(process.argv[2]);
 
@@ -14,12 +14,7 @@ async function canvasState() {
   return value ? JSON.parse(value) : null;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1800, height: 1000 } });
   await page.goto(job.url);

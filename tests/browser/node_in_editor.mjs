@@ -1,15 +1,10 @@
 // Open InvokeAI's workflow editor in Debian's chromium, load our example workflow from its file, check that our
 // node renders with its model dropdown, and save a screenshot of the node.
 //   node node_in_editor.mjs URL WORKFLOW.json OUT.png
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const [url, workflowPath, outPath] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1500 }, deviceScaleFactor: 1.5 });
   await page.goto(url);
