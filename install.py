@@ -3,7 +3,7 @@
 
 Run it with InvokeAI's own Python: in the launcher's Dev Console (or with InvokeAI's venv activated):
 
-    python install.py [--root INVOKEAI_ROOT] [--extra ray] [--dry-run]
+    python install.py [--root INVOKEAI_ROOT] [--extra ray] [--no-torch] [--dry-run]
 
 It works with pip, or with uv where the environment has no pip (the launcher's ``uv venv``; its Dev Console puts
 uv on PATH). It plans the whole install first, with every installed package pinned to the version it has, checks
@@ -11,6 +11,9 @@ that no new package would write over another's files (opencv-python-headless ove
 opencv-contrib-python), and only then installs; if any of that fails, it says which package, which versions and
 why, and changes nothing. Afterwards every package that was there has its version and files, and ``pip check`` /
 ``uv pip check`` is clean.
+
+It adds the ``torch`` extra (onnx2torch, pure Python: it uses the torch, torchvision and onnx InvokeAI already has),
+so the node can run the models on InvokeAI's own GPU; ``--no-torch`` leaves it out.
 
 - From a clone anywhere: installs the package and writes the node-pack shim
   ``<root>/nodes/remove_background_node/`` that loads it.
@@ -111,6 +114,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", help="InvokeAI root (default: $INVOKEAI_ROOT, the root this clone sits in, or ~/invokeai)")
     p.add_argument("--extra", action="append", default=[], help="an optional extra to install too, e.g. ray")
+    p.add_argument("--no-torch", action="store_true",
+                   help="leave out onnx2torch, the converter of the 'torch' execution provider (added by default: it "
+                        "runs the models on InvokeAI's own GPU through the torch InvokeAI already has)")
     p.add_argument("--editable", action="store_true", help="install in editable mode (for development)")
     p.add_argument("--uninstall", action="store_true", help="remove the package, the shim and what the install added")
     p.add_argument("--dry-run", action="store_true", help="plan and check only; change nothing")
@@ -139,7 +145,8 @@ def main(argv=None) -> int:
             print(f"InvokeAI is not installed in this Python ({sys.executable}). Run this from InvokeAI's environment "
                   f"(launcher > Dev Console, or activate its venv).", file=sys.stderr)
             return 2
-        extras = f"[{','.join(a.extra)}]" if a.extra else ""
+        extras_wanted = list(dict.fromkeys(a.extra + ([] if a.no_torch else ["torch"])))
+        extras = f"[{','.join(extras_wanted)}]" if extras_wanted else ""
         with tempfile.TemporaryDirectory(prefix="remove-background-wheel-") as tmp:
             if a.editable:
                 own_args = ["-e", f"{REPO}{extras}"]

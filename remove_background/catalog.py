@@ -41,6 +41,7 @@ class ModelInfo:
     licence: str
     commercial_use: bool
     description: str
+    family: str = ""  # the architecture: "u2net", "isnet", "birefnet", "bria" or "sam" (how it converts to torch)
 
     @property
     def primary_file(self) -> ModelFile:
@@ -64,6 +65,7 @@ def _single(
     licence: str,
     description: str,
     commercial_use: bool = True,
+    family: str = "u2net",
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -76,10 +78,12 @@ def _single(
         licence=licence,
         commercial_use=commercial_use,
         description=description,
+        family=family,
     )
 
 
-_BIREFNET = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output="sigmoid_minmax", licence="MIT")
+_BIREFNET = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output="sigmoid_minmax", licence="MIT",
+                 family="birefnet")
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
@@ -101,10 +105,10 @@ MODELS: dict[str, ModelInfo] = {
                 "U²-Net reduced to 43 MB with similar quality."),
         _single("isnet-general-use", "IS-Net general use", "isnet-general-use.onnx",
                 "md5:fc16ebd8b0c10d971d3513d564d01e29", 170, 1024, HALF_MEAN, UNIT_STD, "minmax", "Apache-2.0",
-                "DIS (IS-Net) general-purpose model; crisp edges."),
+                "DIS (IS-Net) general-purpose model; crisp edges.", family="isnet"),
         _single("isnet-anime", "IS-Net anime", "isnet-anime.onnx", "md5:6f184e756bb3bd901c8849220a83e38e",
                 168, 1024, IMAGENET_MEAN, UNIT_STD, "minmax", "Apache-2.0",
-                "High-accuracy segmentation of anime characters."),
+                "High-accuracy segmentation of anime characters.", family="isnet"),
         _single("birefnet-general", "BiRefNet general", "BiRefNet-general-epoch_244.onnx",
                 "md5:7a35a0141cbbc80de11d9c9a28f52697", 928, description="BiRefNet general-purpose model.",
                 **_BIREFNET),
@@ -130,7 +134,7 @@ MODELS: dict[str, ModelInfo] = {
                 "sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958", 977, 1024,
                 IMAGENET_MEAN, IMAGENET_STD, "minmax", "CC BY-NC 4.0",
                 "BRIA RMBG 2.0. Non-commercial use only (CC BY-NC 4.0); commercial use needs a licence from BRIA.",
-                commercial_use=False),
+                commercial_use=False, family="bria"),
         ModelInfo(
             name="sam",
             label="Segment Anything (ViT-B, prompted)",
@@ -145,11 +149,13 @@ MODELS: dict[str, ModelInfo] = {
             licence="Apache-2.0",
             commercial_use=True,
             description="Segment Anything ViT-B: segments the object under a point prompt (default: the centre).",
+            family="sam",
         ),
     )
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.family for m in MODELS.values()))
 DEFAULT_MODEL = "u2netp"
 
 

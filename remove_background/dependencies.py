@@ -59,6 +59,28 @@ def install_command(absent: Optional[list[str]] = None) -> str:
     return package_command(*names)
 
 
+TORCH_ROUTE = "onnx2torch>=1.5.15,<1.6"  # the torch provider's converter (pyproject's "torch" extra)
+
+
+def torch_route_command() -> str:
+    """The command that installs the torch provider's converter here (install.py adds it beside InvokeAI's torch)."""
+    source = source_checkout()
+    if source is not None and importlib.util.find_spec("invokeai") is not None:
+        return install_command([])
+    return package_command(TORCH_ROUTE)
+
+
+def torch_route_missing(error: Optional[BaseException] = None) -> DependencyMissingError:
+    """The error for the torch provider without torch or onnx2torch installed."""
+    detail = f" ({error})" if error else ""
+    return DependencyMissingError(
+        f"The 'torch' execution provider needs PyTorch and onnx2torch, which are not both installed in this Python "
+        f"environment{detail}. Install onnx2torch with this command (in InvokeAI's launcher: its Dev Console), "
+        f"which changes nothing already installed: {torch_route_command()}  — or choose the execution provider "
+        f"'auto' or 'cpu'."
+    )
+
+
 def missing() -> list[str]:
     importlib.invalidate_caches()  # something may have been installed since the last look
     out = []

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import catalog, dependencies, model_files
-from .invokeai_config import config_folder
-from .providers import ORT_NAMES, installed_ort_distributions
+from .invokeai_config import config_folder, config_value
+from .providers import ORT_NAMES, installed_ort_distributions, plan_providers, torch_gpu_device, torch_route_installed
 from .safe_install import package_command, reinstall_command, tool_or_none
 
 OPENCV_DISTRIBUTIONS = ("opencv-contrib-python", "opencv-python", "opencv-contrib-python-headless",
@@ -90,6 +90,49 @@ def opencv_report(say, in_invokeai: bool) -> list[str]:
     return []
 
 
+FAMILY_NOTES = {
+    "u2net": "",
+    "isnet": "",
+    "birefnet": "; its deform convolutions run as torchvision.ops.deform_conv2d",
+    "bria": "",
+    "sam": "; encoder and decoder; the decoder once more for each new prompt size",
+}
+
+
+def invokeai_device(root: Optional[Path]) -> str:
+    """The torch device InvokeAI picks here: its ``device`` setting, or for ``auto`` torch's own GPU, else cpu."""
+    setting = config_value(root, "device", "auto") if root else "auto"
+    if setting != "auto":
+        return setting
+    return torch_gpu_device() or "cpu"
+
+
+def routes_report(say, root: Optional[Path], available: Sequence[str]) -> list[str]:
+    """Where each model family runs with execution provider ``auto`` on this machine, and what would improve it."""
+    device = invokeai_device(root)
+    torch_route = torch_route_installed()
+    say()
+    say(f"InvokeAI's device here: {device}; torch route (onnx2torch): {'installed' if torch_route else 'not installed'}")
+    say("where each model family runs with execution provider 'auto':")
+    for family in catalog.FAMILIES:
+        names = [m.name for m in catalog.MODELS.values() if m.family == family]
+        plan = plan_providers("auto", device, available, torch_route)
+        route = plan.description
+        if plan.backend == "torch":
+            route += f" (converted from its ONNX file on first use{FAMILY_NOTES.get(family, '')})"
+        if plan.fallback is not None:
+            route += f"; if that does not load or convert: {plan.fallback.description}"
+        say(f"  {family:9} {', '.join(names)}")
+        say(f"            -> {route}")
+    if device.split(":")[0] in ("cuda", "mps", "xpu") and not torch_route and not any(
+            p in available for p in ("CUDAExecutionProvider", "ROCMExecutionProvider")):
+        from .dependencies import torch_route_command
+
+        return [f"InvokeAI runs on {device} but the models run on the CPU: install onnx2torch so they run on "
+                f"{device} with PyTorch: {torch_route_command()}"]
+    return []
+
+
 def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, available: Optional[Sequence[str]] = None,
         out=sys.stdout) -> int:
     """Print the report; return 0 when nothing needs fixing, 1 otherwise."""
@@ -137,6 +180,9 @@ def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, availabl
             if loadable.get(name) is False and name != "CPUExecutionProvider":
                 fixes.append(f"{name} is offered but cannot load its libraries (CUDA 12 / cuDNN 9 for CUDA): "
                              f"check the GPU driver and libraries, or reinstall onnxruntime-gpu as above")
+
+    if "onnxruntime" not in absent:
+        fixes += routes_report(say, root, available)
 
     say()
     if models_dir is None:

@@ -18,7 +18,24 @@ class ProviderUnavailableError(RemoveBackgroundError):
 
 
 class DependencyMissingError(RemoveBackgroundError):
-    """onnxruntime or rembg is not installed in this Python environment."""
+    """A package we need (onnxruntime, pymatting, onnx2torch for the torch provider...) is not installed here."""
+
+
+class TorchConversionError(ProviderUnavailableError):
+    """A model's ONNX graph holds an operator that the torch provider cannot convert (ONNX Runtime runs it)."""
+
+    def __init__(self, model: str, operator: str, detail: str = ""):
+        self.model, self.operator = model, operator
+        super().__init__(
+            f"Model '{model}' cannot run on the 'torch' execution provider: its ONNX graph uses the operator "
+            f"{operator}, which the conversion to PyTorch (onnx2torch and our converters) does not support. "
+            f"Choose the execution provider 'cpu' (ONNX Runtime), or 'auto', which falls back to ONNX Runtime."
+            + (f" ({detail.strip()[:300]})" if detail and detail.strip() != operator else "")
+        )
+
+
+class DeviceOutOfMemoryError(RemoveBackgroundError):
+    """The GPU ran out of memory while running a model."""
 
 
 class InvalidImageError(RemoveBackgroundError, ValueError):

@@ -28,6 +28,7 @@ from invokeai.app.invocations.fields import TensorField
 
 from . import __version__
 from .catalog import MODEL_NAMES
+from .hosted_models import InvokeAIModels
 from .options import CLOTH_LABELS, EDGE_DETAIL_LABELS, OUTPUT_LABELS, RemovalOptions, node_input, node_name
 from .pipeline import remove
 from .providers import PROVIDER_CHOICES
@@ -154,7 +155,7 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
 
         context.util.signal_progress(f"Removing background ({self.model})")
         result = remove(image, self.options(), models_dir=models_dir(context), device=current_device(),
-                        progress=progress)
+                        progress=progress, models=InvokeAIModels(context.models))
         mask_dto = context.images.save(image=result.mask, image_category=ImageCategory.MASK)
         image_dto = mask_dto if self.output_mode == "mask_only" else context.images.save(image=result.image)
         return RemoveBackgroundOutput(

@@ -2,6 +2,12 @@
 
 Flow: image -> 8-bit RGB (+alpha) -> model input -> cached session -> mask at
 model size -> mask at image size -> RGBA cut-out.
+
+Where the model runs on a torch device, the steps around it run there too (device_pipeline.py) and only the
+results come back to the host; options that need the CPU (matting, mask refinements, decontamination, a solid
+background, edge detail "high", Segment Anything's prompts) take the mask back and go on here. Models come from a
+``models`` source: our own bounded cache by default (sessions.OWN_MODELS), InvokeAI's model cache in the node
+(hosted_models.py).
 """
 
 from __future__ import annotations
@@ -35,6 +41,23 @@ class RemovalResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def model_request(
+    model: str = catalog.DEFAULT_MODEL,
+    provider: str = "auto",
+    models_dir: Union[str, Path, None] = None,
+    device: Optional[str] = None,
+    progress: Optional[model_files.Progress] = None,
+    allow_download: bool = True,
+):
+    """(catalog entry, its verified files, the provider plan): found or downloaded, checked, planned."""
+    dependencies.require()
+    info = catalog.get_model(model)
+    folder = Path(models_dir).expanduser() if models_dir else model_files.default_models_dir()
+    plan = plan_providers(provider, device)
+    paths = model_files.ensure_model(info, folder, progress=progress, allow_download=allow_download)
+    return info, paths, plan
+
+
 def load_model(
     model: str = catalog.DEFAULT_MODEL,
     provider: str = "auto",
@@ -43,13 +66,15 @@ def load_model(
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
 ) -> sessions.LoadedModel:
-    """Find (or download) the model's files and return its cached live session."""
-    dependencies.require()
-    info = catalog.get_model(model)
-    folder = Path(models_dir).expanduser() if models_dir else model_files.default_models_dir()
-    plan = plan_providers(provider, device)
-    paths = model_files.ensure_model(info, folder, progress=progress, allow_download=allow_download)
-    return sessions.get_session(info, paths, plan)
+    """Find (or download) the model's files and return its cached live session (our own cache)."""
+    return sessions.get_session(*model_request(model, provider, models_dir, device, progress, allow_download))
+
+
+def device_work_only(opts: RemovalOptions, info: catalog.ModelInfo) -> bool:
+    """True when every step these options ask for has a device version (device_pipeline.py)."""
+    return (not opts.matting.enabled and opts.mask.is_identity and not opts.decontaminate
+            and opts.background_color is None and info.output != "sam"
+            and (opts.edge_detail == "standard" or not detail.supports_detail(info.output)))
 
 
 def predict_mask(
@@ -64,7 +89,10 @@ def predict_mask(
     info = loaded.info
     width, height = rgb.size
     if info.output == "sam":
-        return sam.predict(*loaded.ort_sessions, rgb, prompt)
+        return sam.predict(*loaded.sessions, rgb, prompt)
+    on_device = loaded.device_pipeline
+    if on_device is not None and not (edge_detail == "high" and detail.supports_detail(info.output)):
+        return on_device.run(rgb, None, cloth_category, cutout=False)[1]
     x, small = inference.model_input(rgb, info)
     if (small == small[0, 0]).all() and is_flat(rgb):  # nothing to separate: rembg would stretch noise here
         return np.zeros((height, width), dtype=np.uint8)
@@ -87,6 +115,7 @@ def remove(
     device: Optional[str] = None,
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
+    models: Optional[sessions.ModelSource] = None,
     **option_keywords,
 ) -> RemovalResult:
     """Remove the background of ``image``. The input image is never modified.
@@ -97,6 +126,7 @@ def remove(
     ``~/.cache/remove-background/models``); rembg's own folder is searched too.
     ``device``: a torch-style device (``cuda:1``) that the ``auto`` provider follows.
     ``progress(name, done, total)``: called while a model downloads. ``allow_download``: False fails instead.
+    ``models``: where live models are kept (default: our own cache; the node passes InvokeAI's model cache).
     """
     if isinstance(options, str):  # remove(image, "u2net"): the model, as the first positional argument always was
         options, option_keywords = None, {"model": options, **option_keywords}
@@ -108,9 +138,19 @@ def remove(
     t0 = time.perf_counter()
     rgb, input_alpha = to_rgb_alpha(image)
     t1 = time.perf_counter()
-    loaded = load_model(opts.model, opts.provider, models_dir, device, progress, allow_download)
-    t2 = time.perf_counter()
-    mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts), opts.edge_detail)
+    info, paths, plan = model_request(opts.model, opts.provider, models_dir, device, progress, allow_download)
+    with (models or sessions.OWN_MODELS).open(info, paths, plan) as loaded:
+        t2 = time.perf_counter()
+        providers = list(loaded.providers)
+        on_device = loaded.device_pipeline
+        if on_device is not None and device_work_only(opts, info):
+            image, alpha = on_device.run(rgb, input_alpha, opts.cloth_category, opts.output_mode != "mask_only")
+            t3 = time.perf_counter()
+            result_mask = Image.fromarray(alpha, "L")
+            timings.update(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=0.0, total=t3 - t0)
+            return RemovalResult(image if image is not None else result_mask, result_mask, info.name, providers,
+                                 timings)
+        mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts), opts.edge_detail)
     t3 = time.perf_counter()
     rgb_array = None
     if matting_options.enabled or opts.decontaminate or background is not None:
@@ -134,4 +174,4 @@ def remove(
             result_image = cutout(colours, alpha)
     t4 = time.perf_counter()
     timings.update(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=t4 - t3, total=t4 - t0)
-    return RemovalResult(result_image, result_mask, loaded.info.name, list(loaded.providers), timings)
+    return RemovalResult(result_image, result_mask, info.name, providers, timings)

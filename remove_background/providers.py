@@ -1,13 +1,18 @@
-"""Execution providers: map the user's choice to ONNX Runtime providers, and check what loaded.
+"""Execution providers: map the user's choice to a backend and device, and check what loaded.
+
+Two backends run the same ONNX files: ONNX Runtime (its providers: CPU, CUDA, TensorRT, ...) and ``torch``, the
+files converted with onnx2torch and run on InvokeAI's own torch device (torch_backend.py).
 
 Policy (documented in the README):
-- ``auto`` follows the device: ``cuda``/``cuda:N`` -> CUDA on device N (ROCm when
-  that is the GPU provider installed), ``cpu`` and ``mps`` -> CPU. If the GPU
-  provider is missing or fails to load, ``auto`` falls back to CPU with one loud
-  warning.
-- An explicit choice (``cuda``, ``tensorrt``...) that is unavailable or fails to
-  load raises ProviderUnavailableError saying what was asked, what loaded, and
-  the likely fix. An explicit choice never silently runs on the CPU.
+- ``auto``: ONNX Runtime's GPU provider when it is installed and loads; otherwise torch when InvokeAI's device is a
+  GPU (``cuda``/``cuda:N``, ROCm torch reports ``cuda``; ``mps``; ``xpu``); otherwise ONNX Runtime on the CPU, which
+  is faster than torch there. Outside InvokeAI (no device given) the device is torch's own GPU, if torch is
+  installed and sees one. Whenever ``auto`` cannot have the GPU route it wants (a provider that does not load, a
+  graph that does not convert, onnx2torch missing) it runs on the next route and logs one loud warning saying
+  what was asked, what runs instead, and how to fix it.
+- An explicit choice (``cuda``, ``tensorrt``, ``torch``...) that is unavailable or fails to load raises
+  ProviderUnavailableError (or DependencyMissingError) saying what was asked, what loaded, and the likely fix. An
+  explicit choice never silently runs elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ ProviderSpec = Union[str, tuple[str, dict]]
 
 PROVIDER_CHOICES: dict[str, str] = {
     "auto": "Auto (follow InvokeAI's device)",
+    "torch": "PyTorch on InvokeAI's device (GPU)",
     "cpu": "CPU",
     "cuda": "CUDA (NVIDIA)",
     "tensorrt": "TensorRT (NVIDIA)",
@@ -57,19 +63,35 @@ ORT_DISTRIBUTIONS = (
 CPU = "CPUExecutionProvider"
 
 
+GPU_DEVICE_KINDS = ("cuda", "mps", "xpu")  # torch devices that are GPUs (ROCm torch reports cuda)
+TORCH = "torch"
+
+
 @dataclass(frozen=True)
 class ProviderPlan:
-    """What to ask ONNX Runtime for, and whether falling back to CPU is allowed."""
+    """Where a model runs: ONNX Runtime with these providers, or torch on this device; and what runs instead."""
 
-    choice: str  # what the user picked ("auto", "cuda", ...)
-    providers: tuple[ProviderSpec, ...]
-    accelerator: Optional[str]  # the ORT provider that must load, or None for CPU
-    explicit: bool  # True: fail if the accelerator does not load
+    choice: str  # what the user picked ("auto", "cuda", "torch", ...)
+    providers: tuple[ProviderSpec, ...]  # ONNX Runtime's providers; () for torch
+    accelerator: Optional[str]  # the ORT provider that must load, or None for CPU (and for torch)
+    explicit: bool  # True: fail if the accelerator does not load (or the graph does not convert)
+    backend: str = "ort"  # "ort" or "torch"
+    torch_device: Optional[str] = None  # torch only: "cuda:0", "mps", "xpu:0", "cpu"
+    fallback: Optional["ProviderPlan"] = None  # auto only: the next route if this one does not load or convert
 
     @property
     def key(self) -> tuple:
-        """Hashable description for the session cache."""
+        """Hashable description for the session cache (the route asked for, not its fallbacks)."""
+        if self.backend == TORCH:
+            return ((TORCH, self.torch_device),)
         return tuple((p[0], tuple(sorted(p[1].items()))) if isinstance(p, tuple) else (p, ()) for p in self.providers)
+
+    @property
+    def description(self) -> str:
+        """What runs the model, for people: "torch on cuda:0", "ONNX Runtime (CUDAExecutionProvider, ...)"."""
+        if self.backend == TORCH:
+            return f"PyTorch on {self.torch_device}"
+        return "ONNX Runtime (" + ", ".join(p[0] if isinstance(p, tuple) else p for p in self.providers) + ")"
 
 
 def available_providers() -> list[str]:
@@ -104,27 +126,68 @@ def _with_options(name: str, device_id: int) -> ProviderSpec:
     return name
 
 
-def plan_providers(choice: str, device: Optional[str] = None, available: Optional[Sequence[str]] = None) -> ProviderPlan:
-    """Turn a provider choice and a torch-style device (``cpu``, ``cuda:1``, ``mps``) into a plan."""
+def torch_route_installed() -> bool:
+    """True when the torch provider can be used here: torch and onnx2torch are importable."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("onnx2torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def torch_gpu_device() -> Optional[str]:
+    """torch's own GPU, when torch is installed and sees one ("cuda:0", "mps", "xpu:0"); else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return "xpu:0"
+    return None
+
+
+def normalise_device(device: str) -> str:
+    """``cuda`` -> ``cuda:0`` (and ``xpu`` -> ``xpu:0``): one cache key per physical device."""
+    kind = device.split(":")[0]
+    if kind in ("cuda", "xpu") and ":" not in device:
+        return f"{kind}:0"
+    return device
+
+
+def _torch_plan(choice: str, device: str, explicit: bool, fallback: Optional[ProviderPlan] = None) -> ProviderPlan:
+    return ProviderPlan(choice, (), None, explicit, backend=TORCH, torch_device=normalise_device(device),
+                        fallback=fallback)
+
+
+def plan_providers(choice: str, device: Optional[str] = None, available: Optional[Sequence[str]] = None,
+                   torch_route: Optional[bool] = None) -> ProviderPlan:
+    """Turn a provider choice and a torch-style device (``cpu``, ``cuda:1``, ``mps``; None outside InvokeAI) into
+    a plan. ``available`` (ONNX Runtime's providers) and ``torch_route`` (torch + onnx2torch installed) default to
+    what this environment has."""
     if choice not in PROVIDER_CHOICES:
         raise ValueError(f"Unknown execution provider {choice!r}. Choose one of: {', '.join(PROVIDER_CHOICES)}.")
     available = list(available if available is not None else available_providers())
+    if torch_route is None:
+        torch_route = torch_route_installed()
     index = _device_index(device)
+    if choice == TORCH:
+        if not torch_route:
+            from .dependencies import torch_route_missing
+
+            raise torch_route_missing()
+        if device is None:
+            device = torch_gpu_device() or "cpu"
+        return _torch_plan(choice, device, explicit=True)
     if choice == "auto":
-        kind = (device or "").split(":")[0]
-        if device is None:  # outside InvokeAI: the first GPU provider installed, else CPU
-            for name in ("CUDAExecutionProvider", "ROCMExecutionProvider"):
-                if name in available:
-                    return ProviderPlan(choice, (_with_options(name, 0), CPU), name, explicit=False)
-            return ProviderPlan(choice, (CPU,), None, explicit=False)
-        if kind == "cuda":
-            gpu = next((n for n in ("CUDAExecutionProvider", "ROCMExecutionProvider") if n in available), None)
-            if gpu is None:
-                _warn_fallback(choice, device, "CUDAExecutionProvider", available)
-                return ProviderPlan(choice, (CPU,), None, explicit=False)
-            return ProviderPlan(choice, (_with_options(gpu, index), CPU), gpu, explicit=False)
-        # cpu, mps (CoreML is not proven for these models; see README) and anything else: CPU
-        return ProviderPlan(choice, (CPU,), None, explicit=False)
+        return _auto_plan(device, available, torch_route, index)
     if choice == "cpu":
         return ProviderPlan(choice, (CPU,), None, explicit=True)
     name = ORT_NAMES[choice]
@@ -135,6 +198,27 @@ def plan_providers(choice: str, device: Optional[str] = None, available: Optiona
         chain.append(_with_options("CUDAExecutionProvider", index))
     chain.append(CPU)
     return ProviderPlan(choice, tuple(chain), name, explicit=True)
+
+
+def _auto_plan(device: Optional[str], available: Sequence[str], torch_route: bool, index: int) -> ProviderPlan:
+    cpu = ProviderPlan("auto", (CPU,), None, explicit=False)
+    if device is None:  # outside InvokeAI: ORT's GPU provider if installed, else torch's own GPU, else CPU
+        gpu_device = torch_gpu_device() if torch_route else None
+        kind = "cuda"
+    else:
+        kind = device.split(":")[0]
+        gpu_device = device if kind in GPU_DEVICE_KINDS else None
+    torch_next = _torch_plan("auto", gpu_device, explicit=False, fallback=cpu) if gpu_device and torch_route else cpu
+    if kind == "cuda":
+        ort_gpu = next((n for n in ("CUDAExecutionProvider", "ROCMExecutionProvider") if n in available), None)
+        if ort_gpu is not None:
+            return ProviderPlan("auto", (_with_options(ort_gpu, index), CPU), ort_gpu, explicit=False,
+                                fallback=torch_next)
+    if gpu_device is None:
+        return cpu  # the CPU: ONNX Runtime is faster than torch there
+    if not torch_route:
+        _warn_fallback("auto", device or gpu_device, available)
+    return torch_next
 
 
 def _ort_version() -> str:
@@ -176,24 +260,27 @@ def _unavailable_message(choice: str, name: str, available: Sequence[str]) -> st
 _warned: set[tuple] = set()
 
 
-def _warn_fallback(choice: str, device: Optional[str], wanted: str, available: Sequence[str]) -> None:
-    """One loud warning per (device, provider, what is installed): not one per image."""
-    key = (device, wanted, tuple(available))
+def warn_once(key: tuple, message: str) -> None:
+    """Log ``message`` loudly once per ``key`` (device, route, what is installed): not once per image."""
     if key in _warned:
         return
     _warned.add(key)
-    log.warning(
-        "remove-background: InvokeAI runs on %s but ONNX Runtime has no %s (available: %s). "
-        "Background removal runs on the CPU instead, much slower. %s",
-        device,
-        wanted,
-        ", ".join(available),
-        _fix_hint(wanted),
-    )
+    log.warning("remove-background: %s", message)
+
+
+def _warn_fallback(choice: str, device: Optional[str], available: Sequence[str]) -> None:
+    """auto on a GPU device with neither ONNX Runtime's GPU provider nor the torch route installed."""
+    from .dependencies import torch_route_command
+
+    warn_once((device, "no GPU route", tuple(available)),
+              f"InvokeAI runs on {device} but neither ONNX Runtime's GPU provider (available: {', '.join(available)}) "
+              f"nor the torch route (onnx2torch) is installed. Background removal runs on the CPU instead, much "
+              f"slower. To run it on {device} with PyTorch, install onnx2torch: {torch_route_command()}")
 
 
 def check_loaded(plan: ProviderPlan, loaded: Sequence[str], model: str) -> None:
-    """After creating a session: fail (explicit) or warn loudly (auto) if the accelerator did not load."""
+    """After creating a session: raise ProviderUnavailableError if the accelerator did not load (sessions.first_route
+    then fails an explicit choice, and runs auto on its fallback with one loud warning)."""
     if plan.accelerator is None or plan.accelerator in loaded:
         return
     message = (
@@ -201,6 +288,4 @@ def check_loaded(plan: ProviderPlan, loaded: Sequence[str], model: str) -> None:
         f"but ONNX Runtime loaded only {', '.join(loaded) or 'nothing'}. Its libraries probably failed to load "
         f"(for CUDA: CUDA 12 / cuDNN 9 missing or mismatched). {_fix_hint(plan.accelerator)}"
     )
-    if plan.explicit:
-        raise ProviderUnavailableError(message)
-    log.warning("remove-background: %s Running on the CPU instead.", message)
+    raise ProviderUnavailableError(message)

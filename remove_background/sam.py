@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 FRAME_H, FRAME_W = 684, 1024
+ORIG_IM_SIZE = np.array([FRAME_H, FRAME_W], np.float32)  # the decoder's masks come back at the frame's size
 
 
 def centre_prompt(width: int, height: int) -> list:
@@ -56,10 +57,25 @@ def predict(encoder, decoder, rgb: Image.Image, prompt: Optional[list] = None) -
         "point_labels": np.concatenate([labels, [-1.0]])[None].astype(np.float32),
         "mask_input": np.zeros((1, 1, 256, 256), np.float32),
         "has_mask_input": np.zeros(1, np.float32),
-        "orig_im_size": np.array([FRAME_H, FRAME_W], np.float32),
+        "orig_im_size": ORIG_IM_SIZE,
     })[0]
     to_image = np.array([[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]])
     out = np.zeros((height, width), bool)
     for m in masks[0]:
         out |= cv2.warpAffine(m, to_image, (width, height), flags=cv2.INTER_LINEAR) > 0.0
     return out.astype(np.uint8) * 255
+
+
+def torch_input_shapes(file_index: int) -> dict:
+    """The shapes ``predict`` feeds the encoder (0) and, for the default one-point prompt, the decoder (1): what the
+    torch backend converts each graph for first (another prompt size gets its own conversion on first use)."""
+    if file_index == 0:
+        return {0: (FRAME_H, FRAME_W, 3)}
+    return {"image_embeddings": (1, 256, 64, 64), "point_coords": (1, 2, 2), "point_labels": (1, 2),
+            "mask_input": (1, 1, 256, 256), "has_mask_input": (1,)}
+
+
+def torch_frozen_inputs(file_index: int) -> dict:
+    """Decoder inputs ``predict`` always feeds the same value: the torch backend folds them into the graph (the
+    decoder's last Resize then has a constant size)."""
+    return {"orig_im_size": ORIG_IM_SIZE} if file_index == 1 else {}

@@ -15,18 +15,19 @@ callers wait for a slot while their decoding, resizing and compositing go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol, TypeVar
 
 from .catalog import ModelInfo
-from .errors import DependencyMissingError, ModelChecksumError
-from .providers import ProviderPlan, check_loaded
+from .errors import DependencyMissingError, DeviceOutOfMemoryError, ModelChecksumError, ProviderUnavailableError
+from .providers import TORCH, ProviderPlan, check_loaded, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,57 @@ def session_options(ort) -> Any:
 
 @dataclass
 class LoadedModel:
-    """A live model: its ONNX Runtime sessions and what they actually run on."""
+    """A live model: its sessions (ONNX Runtime sessions, or torch_backend.TorchSession) and what they run on.
+
+    ``plan`` is the route that actually runs it (auto's fallback when the route asked for did not load)."""
 
     info: ModelInfo
-    ort_sessions: list
+    sessions: list
     providers: list[str]
     plan: ProviderPlan
+    _device_pipeline: Any = field(default=None, repr=False)
 
     @property
     def main(self):
-        return self.ort_sessions[0]
+        return self.sessions[0]
+
+    @property
+    def ort_sessions(self) -> list:  # the name of 1.x
+        return self.sessions
+
+    @property
+    def device_pipeline(self):
+        """The device-side pre- and post-processing (device_pipeline.DevicePipeline) for a torch model; else None."""
+        if self.plan.backend != TORCH or self.info.output == "sam":
+            return None
+        if self._device_pipeline is None:
+            from .device_pipeline import DevicePipeline
+
+            self._device_pipeline = DevicePipeline(self.main, self.info)
+        return self._device_pipeline
 
 
-def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> LoadedModel:
-    """Create ORT sessions for ``info`` from ``paths`` on ``plan``; check which providers loaded."""
+T = TypeVar("T")
+
+
+def first_route(plan: ProviderPlan, model: str, attempt: Callable[[ProviderPlan], T]) -> tuple[T, ProviderPlan]:
+    """``attempt(plan)``, or for ``auto`` its fallbacks in turn while a route does not load or convert, with one
+    loud warning each time; returns (the result, the plan that gave it). Explicit choices fail instead."""
+    while True:
+        try:
+            return attempt(plan), plan
+        except DeviceOutOfMemoryError:
+            raise  # out of memory is not a route that does not work: the run fails with its message
+        except ProviderUnavailableError as e:
+            if plan.explicit or plan.fallback is None:
+                raise
+            warn_once((model, plan.key, type(e).__name__),
+                      f"{e} Running model '{model}' on {plan.fallback.description} instead.")
+            plan = plan.fallback
+
+
+def create_ort_sessions(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> list:
+    """ONNX Runtime sessions for ``paths`` on ``plan``'s providers; raises if its accelerator did not load."""
     ort = import_onnxruntime()
     opts = session_options(ort)
     sessions = []
@@ -91,11 +129,56 @@ def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> Load
                     f"Delete it and download it again. ({text.strip()[:300]})"
                 ) from None
             raise
+    check_loaded(plan, list(sessions[0].get_providers()), info.name)
+    return sessions
+
+
+def ort_model(info: ModelInfo, sessions: list, plan: ProviderPlan) -> LoadedModel:
+    """A LoadedModel over ONNX Runtime sessions; CPU ones share the CPU run gate."""
     loaded = list(sessions[0].get_providers())
-    check_loaded(plan, loaded, info.name)
     if loaded == [CPU_PROVIDER]:
         sessions = [GatedSession(s, CPU_GATE) for s in sessions]
-    return LoadedModel(info=info, ort_sessions=sessions, providers=loaded, plan=plan)
+    return LoadedModel(info=info, sessions=sessions, providers=loaded, plan=plan)
+
+
+def load_torch_modules(info: ModelInfo, paths: list[Path]) -> list:
+    """The converted torch modules (CPU, fp32) for ``paths``."""
+    from . import torch_backend
+
+    return [torch_backend.load_module(info, path, i) for i, path in enumerate(paths)]
+
+
+def torch_model(info: ModelInfo, modules: list, plan: ProviderPlan) -> LoadedModel:
+    """A LoadedModel over torch modules already on their device."""
+    from .torch_backend import TorchSession
+
+    sessions = [TorchSession(m, info.name) for m in modules]
+    return LoadedModel(info=info, sessions=sessions, providers=sessions[0].get_providers(), plan=plan)
+
+
+def to_device(modules: list, device: str, model: str) -> list:
+    """Move our own (not InvokeAI's) converted modules to ``device``; a device torch cannot use is a route that
+    does not work (auto falls back), out of memory a clear failure."""
+    from . import torch_backend
+
+    try:
+        return [m.to(device) for m in modules]
+    except Exception as e:
+        if torch_backend.is_out_of_memory(e):
+            raise torch_backend.out_of_memory_error(model, device, e) from None
+        raise ProviderUnavailableError(f"PyTorch cannot use the device {device} for model '{model}' ({e}).") from None
+
+
+def create_model(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> LoadedModel:
+    """A live model for ``info`` from ``paths`` on ``plan`` (or, for auto, the first of its fallbacks that works)."""
+
+    def attempt(route: ProviderPlan) -> LoadedModel:
+        if route.backend == TORCH:
+            modules = to_device(load_torch_modules(info, paths), route.torch_device, info.name)
+            return torch_model(info, modules, route)
+        return ort_model(info, create_ort_sessions(info, paths, route), route)
+
+    return first_route(plan, info.name, attempt)[0]
 
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -257,3 +340,24 @@ def get_session(
 def clear_sessions() -> int:
     """Empty the global session cache (frees model memory)."""
     return CACHE.clear()
+
+
+class ModelSource(Protocol):
+    """Where live models come from: ``open(info, paths, plan)`` is a context manager giving a LoadedModel, held
+    (on its device) for as long as the block runs."""
+
+    def open(self, info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> ContextManager[LoadedModel]: ...
+
+
+class OwnModels:
+    """Where the API, the CLI and the batch path keep their models: this module's bounded cache."""
+
+    def __init__(self, cache: Optional[SessionCache] = None):
+        self.cache = cache
+
+    @contextlib.contextmanager
+    def open(self, info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> Iterator[LoadedModel]:
+        yield get_session(info, paths, plan, self.cache)
+
+
+OWN_MODELS = OwnModels()

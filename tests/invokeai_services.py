@@ -1,4 +1,4 @@
-"""Real InvokeAI services without a server: in-memory sqlite, temporary image storage.
+"""Real InvokeAI services without a server: in-memory sqlite, temporary image storage, InvokeAI's model manager.
 
 Importing InvokeAI takes ~15 s, so build this once per test session.
 """
@@ -35,6 +35,9 @@ def build_services(root: Path):
     from invokeai.app.services.image_files.image_files_disk import DiskImageFileStorage
     from invokeai.app.services.image_records.image_records_sqlite import SqliteImageRecordStorage
     from invokeai.app.services.images.images_default import ImageService
+    from invokeai.app.services.download.download_default import DownloadQueueService
+    from invokeai.app.services.model_manager.model_manager_default import ModelManagerService
+    from invokeai.app.services.model_records.model_records_sql import ModelRecordServiceSQL
     from invokeai.app.services.invocation_services import InvocationServices
     from invokeai.app.services.invoker import Invoker
     from invokeai.app.services.names.names_default import SimpleNameService
@@ -49,6 +52,10 @@ def build_services(root: Path):
     image_files = DiskImageFileStorage(root / "outputs" / "images")
     db = init_db(config=config, logger=logger, image_files=image_files)
     events = RecordingEvents().service
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    model_manager = ModelManagerService.build_model_manager(  # InvokeAI's real model cache, as the server has it
+        app_config=config, model_record_service=ModelRecordServiceSQL(db=db, logger=logger),
+        download_queue=DownloadQueueService(app_config=config, event_bus=events), events=events)
     fields = dict.fromkeys(InvocationServices.__init__.__code__.co_varnames[1:InvocationServices.__init__.__code__.co_argcount])
     fields.update(
         board_images=BoardImagesService(),
@@ -61,6 +68,7 @@ def build_services(root: Path):
         image_files=image_files,
         image_records=SqliteImageRecordStorage(db=db),
         logger=logger,
+        model_manager=model_manager,
         names=SimpleNameService(),
         urls=LocalUrlService(),
         tensors=ObjectSerializerDisk[torch.Tensor](root / "outputs" / "tensors", safe_globals=[torch.Tensor]),

@@ -84,17 +84,47 @@ def test_mask_tensor_agrees_with_the_mask_image(invokeai, options):
     assert 0.1 < tensor.float().mean() < 0.9
 
 
-def test_second_run_reuses_the_cached_session(invokeai):
+@pytest.mark.parametrize("provider, key_suffix", [("auto", ""), ("torch", "#torch")])
+def test_the_model_lives_in_invokeai_model_cache(invokeai, provider, key_suffix):
+    """The node loads its model through context.models.load_local_model: InvokeAI's own cache holds it (an ONNX
+    Runtime session counted by its file's size, a torch module by its weights), our cache holds nothing, and the
+    second run finds it there."""
     services, invocation = invokeai
     from invokeai.invocation_api import ImageField
     from remove_background import sessions
 
-    name = upload(services, Image.new("RGB", (64, 48), (200, 10, 10)))
-    run_node(services, invocation.RemoveBackgroundInvocation(id="a", image=ImageField(image_name=name)))
-    created = sessions.CACHE.created
-    out = run_node(services, invocation.RemoveBackgroundInvocation(id="b", image=ImageField(image_name=name)))
-    assert sessions.CACHE.created == created
-    assert (out.width, out.height) == (64, 48)
+    sessions.clear_sessions()
+    ram_cache = services.model_manager.load.ram_cache
+    path = services.configuration.models_path / "rembg" / "u2netp.onnx"
+    key = f"{path}{key_suffix}"
+    name = upload(services, horse_scene()[0])
+    outs = [run_node(services, invocation.RemoveBackgroundInvocation(
+        id=f"c{i}", image=ImageField(image_name=name), execution_provider=provider)) for i in range(2)]
+    assert len(sessions.CACHE) == 0
+    record = ram_cache.get(key)  # raises IndexError when InvokeAI's cache does not hold it
+    size = record.cached_model.total_bytes()
+    if provider == "auto":  # CPU here: ONNX Runtime, sized by the file
+        assert type(record.cached_model.model).__name__ == "InferenceSession" and size == path.stat().st_size
+    else:  # the converted module, sized by its parameters and buffers: the file's weights, about the file's size
+        assert isinstance(record.cached_model.model, __import__("torch").nn.Module)
+        assert 0.8 * path.stat().st_size < size < 1.2 * path.stat().st_size
+    masks = [np.asarray(services.image_files.get(o.mask.image_name)) for o in outs]
+    assert np.array_equal(masks[0], masks[1])
+
+
+def test_torch_and_onnx_runtime_in_invokeai_give_the_same_mask(invokeai):
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+
+    image, truth = horse_scene()
+    name = upload(services, image)
+    masks = {}
+    for provider in ("cpu", "torch"):
+        out = run_node(services, invocation.RemoveBackgroundInvocation(
+            id=f"p-{provider}", image=ImageField(image_name=name), execution_provider=provider))
+        masks[provider] = np.asarray(services.image_files.get(out.mask.image_name)).astype(int)
+    difference = np.abs(masks["cpu"] - masks["torch"])
+    assert difference.mean() <= 0.5 and ((masks["cpu"] > 127) == (masks["torch"] > 127)).mean() >= 0.999
 
 
 def test_missing_model_offline_fails_with_a_clear_message(invokeai):
@@ -163,7 +193,7 @@ def test_node_schema_has_labelled_dropdowns_and_version(invokeai):
     assert set(schema["properties"]["model"]["ui_choice_labels"]) == set(MODEL_NAMES)
     assert "NON-COMMERCIAL" in schema["properties"]["model"]["ui_choice_labels"]["bria-rmbg"]
     assert schema["properties"]["execution_provider"]["enum"] == [
-        "auto", "cpu", "cuda", "tensorrt", "rocm", "directml", "openvino", "coreml"
+        "auto", "torch", "cpu", "cuda", "tensorrt", "rocm", "directml", "openvino", "coreml"
     ]
     assert cls.UIConfig.title == "Remove Background" and cls.UIConfig.category == "image"
     assert {"background", "remove", "rembg", "mask", "cutout"} <= set(cls.UIConfig.tags)

@@ -29,6 +29,11 @@ def _session(model):
 
 @pytest.fixture(scope="module")
 def graphs():
+    return tuple(_session(m) for m in graph_models())
+
+
+def graph_models():
+    """(encoder, decoder) ONNX models with SAM's input and output names (see the module's docstring)."""
     from onnx import TensorProto, helper, numpy_helper
 
     f = TensorProto.FLOAT
@@ -62,7 +67,10 @@ def graphs():
                             [helper.make_tensor_value_info(n, f, None) for n in ("masks", "iou_predictions",
                                                                                  "low_res_masks")], consts)
     opset = [helper.make_opsetid("", 13)]
-    return _session(helper.make_model(enc, opset_imports=opset)), _session(helper.make_model(dec, opset_imports=opset))
+    models = helper.make_model(enc, opset_imports=opset), helper.make_model(dec, opset_imports=opset)
+    for m in models:
+        m.ir_version = 8
+    return models
 
 
 def rembg_mask(graphs, image, prompt):

@@ -76,31 +76,58 @@ def test_real_session_is_cached_per_model_and_provider(models_dir):
     [("cuda", 0), ("cuda:1", 1), ("cuda:3", 3)],
 )
 def test_auto_follows_invokeai_cuda_device_mocked_cuda_provider(device, expected):
-    plan = plan_providers("auto", device, available=WITH_CUDA)
+    plan = plan_providers("auto", device, available=WITH_CUDA, torch_route=True)
     assert plan.providers[0] == ("CUDAExecutionProvider", {"device_id": expected})
     assert plan.providers[-1] == "CPUExecutionProvider" and not plan.explicit
+    # if ONNX Runtime's CUDA does not load: torch on the same device, then ONNX Runtime on the CPU
+    assert plan.fallback.backend == "torch" and plan.fallback.torch_device == f"cuda:{expected}"
+    assert plan.fallback.fallback.providers == ("CPUExecutionProvider",)
 
 
 def test_cuda_devices_are_different_cache_keys_mocked_cuda_provider():
-    assert plan_providers("auto", "cuda:0", available=WITH_CUDA).key != plan_providers(
-        "auto", "cuda:1", available=WITH_CUDA
-    ).key
+    for route in (True, False):
+        available = WITH_CUDA if route else CPU_ONLY
+        assert plan_providers("auto", "cuda:0", available=available, torch_route=True).key != plan_providers(
+            "auto", "cuda:1", available=available, torch_route=True).key
 
 
-@pytest.mark.parametrize("device", ["cpu", "mps"])
-def test_auto_on_cpu_and_mps_uses_cpu(device):
-    assert plan_providers("auto", device, available=WITH_CUDA + ["CoreMLExecutionProvider"]).providers == (
-        "CPUExecutionProvider",
-    )
+@pytest.mark.parametrize("device", ["cuda", "cuda:2", "mps", "xpu:1"])
+def test_auto_on_a_gpu_without_ort_gpu_runs_torch_on_that_device(device):
+    """InvokeAI's launcher installs the CPU onnxruntime with a GPU torch (NVIDIA, AMD, Apple, Intel): torch."""
+    plan = plan_providers("auto", device, available=CPU_ONLY + ["CoreMLExecutionProvider"], torch_route=True)
+    assert plan.backend == "torch" and plan.torch_device == (device + ":0" if device == "cuda" else device)
+    assert plan.fallback.providers == ("CPUExecutionProvider",) and plan.fallback.backend == "ort"
 
 
-def test_auto_on_cuda_without_gpu_provider_warns_once_and_uses_cpu(caplog):
+def test_auto_on_cpu_runs_onnx_runtime_on_the_cpu():
+    plan = plan_providers("auto", "cpu", available=WITH_CUDA, torch_route=True)
+    assert plan.backend == "ort" and plan.providers == ("CPUExecutionProvider",)
+
+
+def test_auto_on_a_gpu_without_any_gpu_route_warns_once_and_uses_cpu(caplog):
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            plan = plan_providers("auto", "cuda:7", available=CPU_ONLY)
+            plan = plan_providers("auto", "cuda:7", available=CPU_ONLY, torch_route=False)
     assert plan.providers == ("CPUExecutionProvider",)
-    assert "CUDAExecutionProvider" in caplog.text and "CPU" in caplog.text
+    assert "onnx2torch" in caplog.text and "runs on the CPU instead" in caplog.text
     assert caplog.text.count("runs on the CPU instead") == 1
+
+
+def test_explicit_torch_outside_invokeai_uses_torchs_own_device(monkeypatch):
+    from remove_background import providers
+
+    monkeypatch.setattr(providers, "torch_gpu_device", lambda: None)
+    plan = plan_providers("torch", available=CPU_ONLY, torch_route=True)
+    assert (plan.backend, plan.torch_device, plan.explicit, plan.fallback) == ("torch", "cpu", True, None)
+    assert plan_providers("torch", "cuda:1", available=CPU_ONLY, torch_route=True).torch_device == "cuda:1"
+
+
+def test_explicit_torch_without_onnx2torch_names_the_install_command():
+    from remove_background.errors import DependencyMissingError
+
+    with pytest.raises(DependencyMissingError) as e:
+        plan_providers("torch", "cuda:0", available=CPU_ONLY, torch_route=False)
+    assert "onnx2torch" in str(e.value) and "install" in str(e.value)
 
 
 def test_explicit_unavailable_provider_fails_with_fix():
@@ -126,11 +153,25 @@ def test_explicit_provider_that_fails_to_load_raises_mocked_cuda_provider():
         check_loaded(plan, ["CPUExecutionProvider"], "u2netp")  # ...but only the CPU loaded
 
 
-def test_auto_provider_that_fails_to_load_warns_mocked_cuda_provider(caplog):
-    plan = plan_providers("auto", "cuda:0", available=WITH_CUDA)
+def test_auto_provider_that_fails_to_load_runs_the_next_route_with_one_warning_mocked_cuda_provider(
+        models_dir, monkeypatch, caplog):
+    """ONNX Runtime offers CUDA but it does not load: auto on cuda:0 runs the next route (torch is not installed in
+    this mock, so ONNX Runtime on the CPU), warns once, and keeps that route for the next runs."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from remove_background import providers, remove
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: WITH_CUDA)
+    monkeypatch.setattr(providers, "torch_route_installed", lambda: False)
+    sessions.clear_sessions()
     with caplog.at_level(logging.WARNING):
-        check_loaded(plan, ["CPUExecutionProvider"], "u2netp")
-    assert "CUDAExecutionProvider" in caplog.text and "CPU instead" in caplog.text
+        for _ in range(2):
+            result = remove(Image.new("RGB", (8, 8), "red"), provider="auto", device="cuda:0", models_dir=models_dir)
+    assert result.providers == ["CPUExecutionProvider"]
+    assert caplog.text.count("loaded only CPUExecutionProvider") == 1
+    assert "instead" in caplog.text
+    sessions.clear_sessions()
 
 
 def test_real_session_with_lying_provider_list_fails_clearly_mocked_cuda_provider(models_dir, monkeypatch):

