@@ -1,25 +1,31 @@
 #!/usr/bin/env python3
 """Batch throughput and concurrency, side by side in one run, on the same images.
 
-Part 1, Ray Data batch path (``remove_background.batch``), against our plain CLI loop and the raw model:
+Part 1, Ray Data batch path (``remove_background.batch``) at N workers (``--workers 1,2,4,8``), against the plain
+CLI loop and the model's own time:
   - plain CLI loop: ``remove-background IN -o OUT`` (one process, ORT's default threads), in-process;
-  - ray 1 worker x 1 ORT thread, ray 2 workers x 1 ORT thread each (local Ray, num_cpus = this machine's cores),
-    with the defaults (two images at once per worker) and with one image at a time per worker;
-  - raw: ``session.run`` on the prepared model inputs alone, the same images, the same workers x threads
-    (N sessions of 1 thread, N threads), in this process: the lower bound for each configuration;
+  - ray N workers x 1 ORT thread each (local Ray, num_cpus = the usable cores), two images at once per worker (the
+    default; ``--single-image-rows`` adds one image at a time); ``--gpus-per-worker G`` makes them GPU workers;
+  - model alone: ``session.run`` on the prepared model inputs, one session of 1 ORT thread (or the GPU), alone in
+    this process: the model's own time per image;
   - model in place: the same ``session.run`` calls timed where they ran, inside the workers (the run gate adds
-    them up), as images/s; x model = per image / that. It tells how much of a worker's time is its model runs.
-  images/s steady = between the first and the last result (startup excluded; for Ray, from the moment a worker began
-  its first images, since results arrive a call of several images at a time); wall = everything, Ray's start,
-  the actors' start and session creation included. per image = 1 / steady images/s; x raw = per image / raw's.
+    them up; CPU workers only).
+  images/s steady = between the first and the last result (startup excluded; from the moment a worker began its
+  first images, since results arrive a call of several images at a time); wall = everything, Ray's start, the
+  actors' start and session creation included. The two targets, per N:
+    scaling:   N workers on N free cores reach >= 0.8 x N x one worker's rate;
+    per image: each image costs (N / images/s, in worker-seconds) <= 1.25 x the model's own time.
+  A clean measure of N workers needs N free cores for their model runs plus one for the driver (it writes every
+  file) and Ray; the script says so when the machine has fewer (a 2-core machine: every N >= 2).
 
 Part 2, many threads in one process (InvokeAI's generation_devices, or an app calling remove() from threads):
   the same images done serially, then by 8 threads at once with the CPU run gate off (every thread runs ORT with
   all cores: oversubscribed) and on (sessions.CPU_GATE: at most cores / ORT threads CPU runs at once). Rounds are
   interleaved; medians.
 
-    python benchmarks/bench_batch.py          # 48 images of about 1 MP; 2 rounds of part 1, 3 of part 2: ~8 min
-    python benchmarks/bench_batch.py --images 12 --ray-rounds 1 --rounds 1    # quick (~2 min)
+    python benchmarks/bench_batch.py          # 48 images of about 1 MP, N = 1,2,4,8; 2 rounds of part 1, 3 of part 2
+    python benchmarks/bench_batch.py --images 12 --ray-rounds 1 --rounds 1 --workers 1,2    # quick (~2 min)
+    python benchmarks/bench_batch.py --workers 1,2,4,8 --gpus-per-worker 1 --skip-threads      # a GPU machine
 
 Each row also shows the CPU that processes outside this benchmark used meanwhile (a shared machine's other jobs);
 figures taken while that is well above 0 are not clean, and the script says so.
@@ -124,16 +130,20 @@ def make_images(folder: Path, count: int, megapixels: float) -> list[Path]:
     return paths
 
 
-def raw_rate(model_file: Path, inputs: list, workers: int, threads: int) -> float:
+def raw_rate(model_file: Path, inputs: list, workers: int, threads: int, provider: str = "CPUExecutionProvider"
+             ) -> float:
     """images/s of ``session.run`` alone: ``workers`` sessions of ``threads`` ORT threads, one Python thread each."""
     import onnxruntime as ort
 
     from remove_background import sessions
 
+    if provider not in ort.get_available_providers():  # ORT would quietly fall back to the CPU
+        raise RuntimeError(f"{provider} is not in this onnxruntime ({ort.get_available_providers()})")
+
     def make():
         o = sessions.session_options(ort)
         o.intra_op_num_threads = threads
-        return ort.InferenceSession(str(model_file), sess_options=o, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model_file), sess_options=o, providers=[provider])
 
     made = [make() for _ in range(workers)]
     name = made[0].get_inputs()[0].name
@@ -172,8 +182,8 @@ def model_inputs(paths: list[Path]) -> list:
     return out
 
 
-def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float, float]:
-    """(steady images/s, wall s, images/s of its model runs alone) of the plain CLI loop over the folder."""
+def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float]:
+    """(steady images/s, wall s) of the plain CLI loop over the folder."""
     from remove_background import cli, sessions
 
     sessions.clear_sessions()
@@ -186,7 +196,6 @@ def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float
             stamps.append(time.perf_counter())
 
     t0 = time.perf_counter()
-    model_before = sessions.CPU_GATE.run_seconds
     Image.Image.save = save
     try:
         code = cli.main([str(paths_dir), "-o", str(out), "--model", "u2netp", "--models-dir", str(models_dir)])
@@ -194,72 +203,128 @@ def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float
         Image.Image.save = real_save
     wall = time.perf_counter() - t0
     assert code == 0, code
-    model_rate = len(stamps) / (sessions.CPU_GATE.run_seconds - model_before)
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), wall, model_rate
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), wall
 
 
-def ray_run(paths_dir: Path, out: Path, models_dir: Path, workers: int,
-            at_once: int = None) -> tuple[float, float, float]:
-    """(steady images/s, wall s, images/s of the workers' model runs alone, measured inside them)."""
+def ray_run(paths_dir: Path, out: Path, models_dir: Path, workers: int, at_once: int = None,
+            gpus_per_worker: float = None) -> tuple[float, float, float]:
+    """(steady images/s, wall s, seconds of one CPU model run measured inside the workers; 0 on GPUs)."""
     from remove_background import batch
 
     stamps = []
     t0 = time.perf_counter()
-    report = batch.run_batch(paths_dir, out, {"model": "u2netp"}, workers=workers, ort_threads=1,
+    report = batch.run_batch(paths_dir, out, {"model": "u2netp"}, workers=workers,
+                             ort_threads=None if gpus_per_worker else 1, gpus_per_worker=gpus_per_worker,
                              models_dir=models_dir, progress=False, calls_per_worker=at_once,
                              on_result=lambda p, e: stamps.append(time.time()))
     wall = time.perf_counter() - t0
     assert report.ok and report.done == len(stamps), report
     # results come a call (several images) at a time: steady = from the moment a worker began its first images
     # (reported by the workers; Ray's and the actors' start are before it) to the last result
-    model_rate = workers * report.done / report.model_seconds
-    return len(stamps) / (stamps[-1] - report.first_started), wall, model_rate
+    return len(stamps) / (stamps[-1] - report.first_started), wall, report.model_seconds / report.done
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file: Path) -> None:
+    """Per N workers: images/s, the scaling target (N workers >= 0.8 N x one worker's rate) and the per-image
+    target (worker-seconds per image <= 1.25 x the model's own time, one session run alone)."""
     import ray
 
-    cores = os.cpu_count() or 1
-    inputs = model_inputs(paths)
-    labels = {0: f"plain CLI loop (1 process, ORT {cores} threads)", 1: "ray 1 worker x 1 ORT thread",
-              2: "ray 2 workers x 1 ORT thread", -1: "ray 1 worker, 1 image at a time",
-              -2: "ray 2 workers, 1 image at a time"}  # the first three: the defaults
-    runs: dict[int, list] = {k: [] for k in labels}  # (steady, wall, raw, model in place, other load) per round
+    cores = usable_cores()
+    gpu = bool(args.gpus_per_worker)
+    counts = sorted(set([1] + args.workers))  # one worker is the scaling baseline
+    configs = [("cli", 0, None)] if not args.skip_cli else []
+    configs += [("ray", n, None) for n in counts]
+    if args.single_image_rows:
+        configs += [("ray", n, 1) for n in counts]
+    label = {("cli", 0, None): f"plain CLI loop (1 process, ORT {cores} threads)"}
+    for _, n, at_once in configs[1 if not args.skip_cli else 0:]:
+        kind = f"{args.gpus_per_worker:g} GPU" if gpu else "1 ORT thread"
+        label[("ray", n, at_once)] = (f"ray {n} worker{'s' * (n != 1)} x {kind}"
+                                      + (", 1 image at a time" if at_once == 1 else ""))
+    inputs = model_inputs(paths[:16])
+    provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
+    runs: dict = {c: [] for c in configs}  # (steady, wall, model in place s, other load) per round
+    alone = []  # seconds of one model run, one session of 1 ORT thread (or the GPU) alone, per round
     ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
     try:
         for r in range(args.ray_rounds):
-            for k in (list(labels) if r % 2 == 0 else list(labels)[::-1]):
+            wait_idle(args.wait_idle)
+            try:
+                alone.append(1 / raw_rate(model_file, inputs, 1, 1, provider))
+            except Exception as e:  # no CUDA provider in this process: the GPU's own time is not measured
+                print(f"model alone on {provider}: not measured ({type(e).__name__}: {e})")
+            for c in (configs if r % 2 == 0 else configs[::-1]):
                 wait_idle(args.wait_idle)
                 with OtherLoad() as load:
-                    if k == 0:
-                        steady, wall, model = cli_loop(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir)
-                        raw = raw_rate(model_file, inputs, 1, cores)
+                    if c[0] == "cli":
+                        steady, wall = cli_loop(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir)
+                        model = 0.0
                     else:
                         steady, wall, model = ray_run(folder, Path(tempfile.mkdtemp(dir=args.work)), models_dir,
-                                                      abs(k), 1 if k < 0 else None)
-                        raw = raw_rate(model_file, inputs, abs(k), 1)
-                runs[k].append((steady, wall, raw, model, load.cores))
+                                                      c[1], c[2], args.gpus_per_worker)
+                runs[c].append((steady, wall, model, load.cores))
     finally:
         ray.shutdown()
-    med = {k: [statistics.median(v[i] for v in runs[k]) for i in range(4)] + [max(v[4] for v in runs[k])]
-           for k in runs}
-    print(f"\nPart 1: {len(paths)} images of about {args.megapixels:g} MP, u2netp, {cores} cores, median of "
-          f"{args.ray_rounds} interleaved rounds (steady = from the first image begun to the last result;\n"
-          f"wall includes Ray's and the actors' start; raw = session.run alone, same images, same workers x threads,\n"
-          f"in this process; model in place = the same runs timed where they ran (inside the workers), as images/s)")
-    print(f"{'configuration':>44} | {'images/s steady':>15} | {'wall s':>6} | {'per image':>9} | "
-          f"{'raw images/s':>12} | {'x raw':>5} | {'model in place':>14} | {'x model':>7} | other jobs' load")
-    print("-" * 150)
-    for k, label in labels.items():
-        steady, wall, raw, model, other = med[k]
-        print(f"{label:>44} | {steady:15.2f} | {wall:6.1f} | {1000 / steady:6.0f} ms | {raw:12.2f} | "
-              f"{raw / steady:4.2f}x | {model:14.2f} | {model / steady:6.2f}x | {other:.2f} cores")
-    one, two = med[1][0], med[2][0]
-    print(f"speed-up 1 -> 2 workers: {two / one:.2f}x (target >= 1.6x); 2 workers vs plain CLI loop: "
-          f"{two / med[0][0]:.2f}x; per image vs the model run (target <= 1.05x): 2 workers {med[2][2] / two:.2f}x raw, "
-          f"{med[2][3] / two:.2f}x in place; 1 worker {med[1][2] / one:.2f}x raw, {med[1][3] / one:.2f}x in place")
-    if max(m[4] for m in med.values()) > 0.2:
-        print("WARNING: other processes used the CPU during this run (last column): these figures are not clean.")
+    med = {c: [statistics.median(v[i] for v in runs[c]) for i in range(3)] + [max(v[3] for v in runs[c])]
+           for c in configs}
+    model_alone = statistics.median(alone) if alone else 0.0
+    base = med[("ray", 1, None)][0]
+
+    print(f"\nPart 1: {len(paths)} images of about {args.megapixels:g} MP, u2netp, {cores} usable cores, median of "
+          f"{args.ray_rounds} interleaved rounds.\n"
+          "steady = images/s from the first image begun to the last result (wall adds Ray's and the actors' start);\n"
+          "x 1 worker / N = N workers' rate over N times one worker's (target >= 0.80); per image = worker-seconds per "
+          "image (N / steady);\nx model = per image over the model's own time per image, one session run alone in "
+          f"this process ({'the GPU' if gpu else '1 ORT thread'}; target <= 1.25); in place = the model runs timed "
+          "inside the workers;\nfree = usable cores less other jobs' load; a clean measure of N workers needs N free "
+          "cores for their model runs plus one for the driver (it writes the files) and Ray.")
+    head = (f"{'configuration':>50} | {'images/s':>8} | {'wall s':>6} | {'x 1 worker / N':>14} | {'per image':>9} | "
+            f"{'x model':>7} | {'in place':>8} | {'free':>5} | clean")
+    print(head)
+    print("-" * len(head))
+    unclean = []
+    for c in configs:
+        steady, wall, in_place, other = med[c]
+        free = cores - other
+        if c[0] == "cli":
+            print(f"{label[c]:>50} | {steady:8.2f} | {wall:6.1f} | {'':>14} | {1000 / steady:6.0f} ms | {'':>7} | "
+                  f"{'':>8} | {free:5.1f} |")
+            continue
+        n = c[1]
+        per_image = n / steady
+        scale = steady / (n * base)
+        x_model = f"{per_image / model_alone:6.2f}x" if model_alone else "    n/a"
+        x_place = f"{per_image / in_place:7.2f}x" if in_place else "     n/a"
+        clean = free >= n + 1 - 0.2
+        if not clean:
+            unclean.append(n)
+        print(f"{label[c]:>50} | {steady:8.2f} | {wall:6.1f} | {scale:13.2f}x | {1000 * per_image:6.0f} ms | "
+              f"{x_model} | {x_place} | {free:5.1f} | {'yes' if clean else 'NO'}")
+    print(f"model alone: {1000 * model_alone:.0f} ms per image" if model_alone else "model alone: not measured")
+    for n in counts:
+        steady = med[("ray", n, None)][0]
+        scale, x_model = steady / (n * base), (n / steady) / model_alone if model_alone else None
+        verdict = [f"N={n}: {steady:.2f} images/s, {scale:.2f} x N x one worker (target >= 0.80: "
+                   f"{'met' if scale >= 0.8 else 'NOT met'})"]
+        if x_model is not None:
+            verdict.append(f"per image {x_model:.2f}x the model's own time (target <= 1.25: "
+                           f"{'met' if x_model <= 1.25 else 'NOT met'})")
+        if n in unclean:
+            verdict.append(f"NOT A CLEAN MEASURE: {cores - med[('ray', n, None)][3]:.1f} free cores, "
+                           f"{n} worker{'s' * (n != 1)} need{'s' * (n == 1)} {n + 1}")
+        print("; ".join(verdict))
+    if unclean:
+        print(f"This machine has {cores} usable cores: N = {', '.join(map(str, sorted(set(unclean))))} cannot be "
+              "measured cleanly here; run this script on a machine with more free cores than workers.")
+    if max(m[3] for m in med.values()) > 0.2:
+        print("WARNING: other processes used the CPU during this run (free column): these figures are not clean.")
 
 
 def part_threads(args, paths: list[Path], models_dir: Path) -> None:
@@ -340,6 +405,15 @@ def main() -> int:
     p.add_argument("--megapixels", type=float, default=1.0)
     p.add_argument("--rounds", type=int, default=3, help="rounds for part 2 (default 3)")
     p.add_argument("--ray-rounds", type=int, default=2, help="rounds for part 1 (default 2)")
+    p.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=[1, 2, 4, 8],
+                   metavar="N,N,...", help="worker counts for part 1 (default 1,2,4,8; one worker is always run, it "
+                                           "is the scaling baseline)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="GPU workers (e.g. 1, or 0.5 to share): the model alone is then timed on ORT's CUDA "
+                        "provider; default CPU workers of 1 ORT thread")
+    p.add_argument("--single-image-rows", action="store_true",
+                   help="also run each N with one image at a time per worker (the overlap off)")
+    p.add_argument("--skip-cli", action="store_true", help="no plain CLI loop row")
     p.add_argument("--wait-idle", type=float, default=30.0, metavar="S",
                    help="before each measurement, wait up to S seconds for other processes to leave the CPU "
                         "(default 30; 0 = never wait)")

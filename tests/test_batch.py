@@ -1,13 +1,14 @@
 """The Ray Data batch path on a local Ray (2 CPUs) with the real u2netp weights: outputs equal to the single-image
 API's byte for byte, resume after deleted and half-written outputs, the failure manifest, untouched inputs, and
-errors for a missing model or provider before any work."""
+errors for a missing model or provider before any work. (The output bookkeeping alone: test_batch_outputs.py; a
+two-node cluster: test_batch_cluster.py; killed workers, a killed driver, an unwritable folder:
+test_batch_faults.py.)"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from PIL import Image
 
 ray = pytest.importorskip("ray", reason="the batch path needs the 'ray' extra")
 
-from remove_background import batch  # noqa: E402
+from remove_background import batch, cli  # noqa: E402
+from remove_background import batch_outputs as bo  # noqa: E402
 from remove_background.errors import ModelNotAvailableError, ProviderUnavailableError  # noqa: E402
 from remove_background.pipeline import remove  # noqa: E402
 
@@ -97,19 +99,19 @@ def test_batch_equals_single_image_api_resumes_and_lists_failures(local_ray, ima
     out = tmp_path / "out"
     argv = [str(images), str(out), "-r", "--workers", "2", "--models-dir", str(weights), "--no-download",
             "--model", "u2netp", "--mask-blur", "1.5", "--no-progress", "--png-level", "6"]
-    assert batch.main(argv) == 1  # some files failed
+    assert cli.main(["batch", *argv]) == 1  # some files failed
 
     goods = sorted(p for p in images.rglob("*") if p.is_file() and p.name not in CORRUPT)
     assert len(goods) == 17
     for src in goods:
         rel = src.relative_to(images)
-        cut, mask = batch.output_paths(out, rel, mask_only=False)
+        cut, mask = bo.output_paths(out, rel, mask_only=False)
         want_cut, want_mask = expected_pngs(src, weights, cli_bytes=True)
         assert cut.read_bytes() == want_cut, f"cut-out of {rel} differs from remove()'s"
         assert mask.read_bytes() == want_mask, f"mask of {rel} differs from remove()'s"
-    assert not list(out.rglob("*" + batch.TEMP_MARK + "*"))
+    assert not list(out.rglob("*" + bo.TEMP_MARK + "*"))
 
-    manifest = json.loads((out / batch.MANIFEST_NAME).read_text())
+    manifest = json.loads((out / bo.MANIFEST_NAME).read_text())
     failed = {Path(f["input"]).name: f["error"] for f in manifest["failed"]}
     assert set(failed) == set(CORRUPT)
     assert "UnidentifiedImageError" in failed["not-an-image.jpg"] and "truncated" in failed["truncated.jpg"]
@@ -117,21 +119,21 @@ def test_batch_equals_single_image_api_resumes_and_lists_failures(local_ray, ima
     assert fingerprint(images) == before, "an input file was modified"
 
     # resume: one output deleted, one half-written (truncated in place), one replaced by garbage; the rest skipped
-    cut3, _ = batch.output_paths(out, Path("img03.jpg"), False)
-    _, mask5 = batch.output_paths(out, Path("img05.jpg"), False)
-    cut8, _ = batch.output_paths(out, Path("img08.jpg"), False)
+    cut3, _ = bo.output_paths(out, Path("img03.jpg"), False)
+    _, mask5 = bo.output_paths(out, Path("img05.jpg"), False)
+    cut8, _ = bo.output_paths(out, Path("img08.jpg"), False)
     cut3.unlink()
     whole = mask5.read_bytes()
     mask5.write_bytes(whole[: len(whole) - 20])
     cut8.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    untouched = batch.output_paths(out, Path("img04.jpg"), False)[0]
+    untouched = bo.output_paths(out, Path("img04.jpg"), False)[0]
     stamp = untouched.stat().st_mtime_ns
     report = batch.run_batch(images, out, OPTIONS, workers=2, models_dir=weights, recursive=True,
                              allow_download=False, progress=False)
     assert (report.done, report.skipped, len(report.failed)) == (3, 14, 3)
     assert untouched.stat().st_mtime_ns == stamp
     for name in ("img03.jpg", "img05.jpg", "img08.jpg"):
-        cut, mask = batch.output_paths(out, Path(name), False)
+        cut, mask = bo.output_paths(out, Path(name), False)
         assert (cut.read_bytes(), mask.read_bytes()) == expected_pngs(images / name, weights)
 
     # other options: nothing counts as complete; mask only writes masks; the manifest goes when nothing fails
@@ -143,13 +145,13 @@ def test_batch_equals_single_image_api_resumes_and_lists_failures(local_ray, ima
     first = batch.run_batch(goods_only, out2, {"model": "u2netp"}, workers=1, models_dir=weights, progress=False)
     assert (first.done, first.skipped, first.failed) == (3, 0, [])
     assert first.model_seconds > 0 and first.first_started is not None  # the benchmark's figures
-    (out2 / batch.MANIFEST_NAME).write_text("{}")  # a stale manifest from an older run
+    (out2 / bo.MANIFEST_NAME).write_text("{}")  # a stale manifest from an older run
     again = batch.run_batch(goods_only, out2, {"model": "u2netp", "output_mode": "mask_only"}, workers=1,
                             models_dir=weights, progress=False)
     assert (again.done, again.skipped) == (3, 0) and again.manifest is None
-    assert not (out2 / batch.MANIFEST_NAME).exists()
+    assert not (out2 / bo.MANIFEST_NAME).exists()
     for src in goods_only.iterdir():
-        mask = batch.output_paths(out2, Path(src.name), mask_only=True)[0]
+        mask = bo.output_paths(out2, Path(src.name), mask_only=True)[0]
         with Image.open(src) as image:
             want = remove(image, model="u2netp", models_dir=weights).mask
         assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(want))
@@ -165,7 +167,7 @@ def test_missing_model_fails_before_any_work(images, tmp_path):
         batch.run_batch(images, out, {"model": "u2netp"}, models_dir=tmp_path / "empty", allow_download=False,
                         progress=False)
     assert not out.exists()
-    code = batch.main([str(images), str(out), "--models-dir", str(tmp_path / "empty"), "--no-download",
+    code = cli.batch_main([str(images), str(out), "--models-dir", str(tmp_path / "empty"), "--no-download",
                        "--model", "u2netp", "--no-progress"])
     assert code == 2 and not out.exists()
 
@@ -178,49 +180,18 @@ def test_unavailable_provider_fails_before_any_work(images, weights, tmp_path):
     assert not out.exists()
 
 
+def test_gpu_workers_without_gpus_are_an_error_not_a_wait(local_ray, images, weights, tmp_path):
+    with pytest.raises(ProviderUnavailableError, match="1 GPU, but the Ray cluster has 0"):
+        batch.run_batch(images, tmp_path / "out", {"model": "u2netp"}, gpus_per_worker=1, models_dir=weights,
+                        progress=False)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
 def test_bad_option_is_named(images, weights, tmp_path):
     with pytest.raises(ValueError, match="mask_blur"):
         batch.run_batch(images, tmp_path / "out", {"mask_blur": -1}, models_dir=weights, progress=False)
     with pytest.raises(TypeError, match="mask_blurr"):
         batch.run_batch(images, tmp_path / "out", {"mask_blurr": 1}, models_dir=weights, progress=False)
-
-
-def test_png_completeness_check(tmp_path):
-    good = tmp_path / "a.png"
-    Image.new("RGBA", (64, 64), (1, 2, 3, 4)).save(good)
-    data = good.read_bytes()
-    assert batch.png_is_complete(good)
-    for broken in (data[:-1], data[:-12], data[:40], data[:30] + b"x" + data[31:], b""):
-        bad = tmp_path / "b.png"
-        bad.write_bytes(broken)
-        assert not batch.png_is_complete(bad)
-
-
-def test_atomic_write_leaves_no_temp_and_replaces(tmp_path):
-    target = tmp_path / "x" / "a.png"
-    batch.write_atomic(target, b"one")
-    batch.write_atomic(target, b"two")
-    assert target.read_bytes() == b"two"
-    assert os.listdir(target.parent) == ["a.png"]
-
-
-def test_outputs_older_than_the_jobs_options_are_not_complete(tmp_path):
-    """An interrupted run with new options leaves the job file saying 'new options since T': outputs written before
-    T (with the old options) must be redone, outputs written after it are complete."""
-    import time
-
-    src = tmp_path / "a.jpg"
-    Image.new("RGB", (8, 8)).save(src)
-    targets = batch.output_paths(tmp_path / "out", Path("a.jpg"), mask_only=False)
-    for t in targets:
-        batch.write_atomic(t, batch.encode_png(Image.new("L", (8, 8))))
-    item = batch.Item(src, Path("a.jpg"), targets)
-    written = min(t.stat().st_mtime_ns for t in targets)
-    assert batch.is_done(item, since_ns=0) and batch.is_done(item, since_ns=written)
-    assert not batch.is_done(item, since_ns=written + 1)
-    time.sleep(0.01)
-    src.touch()  # the input changed after its outputs were written
-    assert not batch.is_done(item)
 
 
 def test_worker_overlaps_two_images_with_one_model_run_at_a_time(weights, images):

@@ -122,9 +122,7 @@ def test_collect_inputs_skips_non_images(tmp_path):
 
 
 def test_batch_subcommand_is_dispatched(monkeypatch):
-    from remove_background import batch
-
     seen = []
-    monkeypatch.setattr(batch, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(cli, "batch_main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["batch", "in", "out", "--workers", "3"]) == 0
     assert seen == [["in", "out", "--workers", "3"]]
