@@ -52,6 +52,7 @@ def _load(module: str):
 
 config_folder = _load("invokeai_config").config_folder
 safe = _load("safe_install")
+support = _load("invokeai_support")
 
 SHIM_INIT = '''"""Node-pack shim written by remove-background's install.py: loads the installed package.
 
@@ -144,6 +145,11 @@ def main(argv=None) -> int:
         if importlib.util.find_spec("invokeai") is None:
             print(f"InvokeAI is not installed in this Python ({sys.executable}). Run this from InvokeAI's environment "
                   f"(launcher > Dev Console, or activate its venv).", file=sys.stderr)
+            return 2
+        try:
+            support.require_supported_invokeai()
+        except support.UnsupportedInvokeAIError as e:
+            print(f"{e} Nothing was changed.", file=sys.stderr)
             return 2
         extras_wanted = list(dict.fromkeys(a.extra + ([] if a.no_torch else ["torch"])))
         extras = f"[{','.join(extras_wanted)}]" if extras_wanted else ""

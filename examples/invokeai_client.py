@@ -42,7 +42,13 @@ class InvokeAIClient:
         batch = {"graph": graph, "runs": 1}
         if data:
             batch["data"] = data
-        return self.post_json("/api/v1/queue/default/enqueue_batch", {"batch": batch, "prepend": False})["item_ids"]
+        result = self.post_json("/api/v1/queue/default/enqueue_batch", {"batch": batch, "prepend": False})
+        if "item_ids" in result:
+            return result["item_ids"]
+        # InvokeAI 5.x answers without item_ids: find the batch's items in the queue (oldest first)
+        batch_id, wanted = result["batch"]["batch_id"], result.get("enqueued", 0)
+        listed = self.get(f"/api/v1/queue/default/list?limit={max(100, 2 * wanted)}")["items"]
+        return sorted(i["item_id"] for i in listed if i["batch_id"] == batch_id)
 
     def item(self, item_id: int) -> dict:
         return self.get(f"/api/v1/queue/default/i/{item_id}")

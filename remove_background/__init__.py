@@ -26,6 +26,10 @@ from .options import RemovalOptions  # noqa: E402
 from .pipeline import RemovalResult, load_model, remove  # noqa: E402
 from .sessions import clear_sessions  # noqa: E402
 
+if "invokeai.app.invocations" in sys.modules:  # InvokeAI is loading node packs (4.x: before baseinvocation)
+    from .invokeai_support import require_supported_invokeai  # noqa: E402
+
+    require_supported_invokeai()  # older: one clear line in its log, not a silent or later failure
 if "invokeai.app.invocations.baseinvocation" in sys.modules:  # loaded by InvokeAI: register the node
     from . import invocation  # noqa: E402,F401
 

@@ -31,15 +31,15 @@ def tool_env(**extra) -> dict:
             "UV_CACHE_DIR": str(CACHE / "uv"), **extra}
 
 
-def make(kind: str, dest: Path) -> Path:
-    """A new environment with only InvokeAI in it; returns its python."""
+def make(kind: str, dest: Path, invokeai: str = INVOKEAI) -> Path:
+    """A new environment with only InvokeAI in it (``invokeai``: another release's requirement); returns its python."""
     base = getattr(sys, "_base_executable", sys.executable)
     if kind == "pip":
         subprocess.run([base, "-m", "venv", str(dest)], check=True)
     else:
         subprocess.run([str(UV), "venv", "-q", "--python", base, str(dest)], check=True, env=tool_env())
     python = dest / "bin" / "python"
-    subprocess.run([str(UV), "pip", "install", "-q", "--python", str(python), INVOKEAI], check=True, env=tool_env())
+    subprocess.run([str(UV), "pip", "install", "-q", "--python", str(python), invokeai], check=True, env=tool_env())
     return python
 
 

@@ -26,7 +26,9 @@ from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_gr
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-OURS = {"remove-background", "pymatting", "numba", "llvmlite"}  # what an install may add to InvokeAI 6.14.2
+# What an install may add to an InvokeAI (5.15.0 to 6.14.2): our package, pymatting (with numba and llvmlite) and
+# onnx2torch, the torch provider's converter (pure Python; its onnx, torch and torchvision are InvokeAI's own).
+OURS = {"remove-background", "pymatting", "numba", "llvmlite", "onnx2torch"}
 
 
 def run_node(server) -> dict:
