@@ -29,7 +29,7 @@ from PIL import Image
 
 from .buffers import BUFFERS
 from .catalog import ModelInfo
-from .inference import CLOTH_CLASSES, REDUCING_GAP
+from .inference import CLOTH_CLASSES, REDUCING_GAP, pil_vertical_first
 
 PRECISION_BITS = 32 - 8 - 2  # PIL's fixed-point precision for 8-bit resampling (Resample.c)
 LANCZOS_SUPPORT = 3.0
@@ -101,13 +101,26 @@ class DevicePipeline:
 
     def _resample(self, planes, out_w: int, out_h: int, box_w: float, box_h: float):
         """PIL's LANCZOS resize of C×H×W float planes (values 0..255) to C×out_h×out_w, box (0, 0, box_w, box_h):
-        the horizontal pass first, each pass rounded to 8 bits; a pass PIL would skip is skipped."""
+        its two passes in the order the installed Pillow runs them (inference.pil_vertical_first), each rounded to
+        8 bits; a pass PIL would skip is skipped."""
+        torch = self.torch
         _, h, w = planes.shape
-        if out_w != w or box_w != w:
-            planes = _round8(self.torch, self.torch.matmul(planes, self._matrix(w, out_w, 0.0, box_w).T))
-        if out_h != h or box_h != h:
-            planes = _round8(self.torch, self.torch.matmul(self._matrix(h, out_h, 0.0, box_h), planes))
-        return planes
+
+        def horizontal(p):
+            pw = p.shape[2]
+            if out_w == pw and box_w == pw:
+                return p
+            return _round8(torch, torch.matmul(p, self._matrix(pw, out_w, 0.0, box_w).T))
+
+        def vertical(p):
+            ph = p.shape[1]
+            if out_h == ph and box_h == ph:
+                return p
+            return _round8(torch, torch.matmul(self._matrix(ph, out_h, 0.0, box_h), p))
+
+        if box_w == w and box_h == h and pil_vertical_first(w, h, out_w, out_h):
+            return horizontal(vertical(planes))
+        return vertical(horizontal(planes))
 
     def downscale(self, rgb):
         """H×W×3 uint8 on the device -> 3×side×side float (values 0..255), like inference.downscale."""

@@ -83,8 +83,12 @@ class LoadedModel:
 
     @property
     def device_pipeline(self):
-        """The device-side pre- and post-processing (device_pipeline.DevicePipeline) for a torch model; else None."""
+        """The device-side pre- and post-processing (device_pipeline.DevicePipeline) for a torch model on a GPU;
+        else None. On the CPU the host path (PIL, OpenCV, NumPy) is several times faster than the same maths in
+        torch (benchmarks/bench_torch.py), so a torch model there runs the model only."""
         if self.plan.backend != TORCH or self.info.output == "sam":
+            return None
+        if self.main.device.type == "cpu" and not DEVICE_PIPELINE_ON_CPU:
             return None
         if self._device_pipeline is None:
             from .device_pipeline import DevicePipeline
@@ -93,6 +97,7 @@ class LoadedModel:
         return self._device_pipeline
 
 
+DEVICE_PIPELINE_ON_CPU = False  # tests set it, to run the device pipeline where CI has no GPU
 T = TypeVar("T")
 
 

@@ -27,7 +27,9 @@ def one_piece_downscale(image: Image.Image, side: int) -> np.ndarray:
     """The same maths in one thread: box reduction, horizontal LANCZOS pass, vertical LANCZOS pass."""
     w, h = image.size
     factor = max(1, int(min(w / side, h / side) / inference.REDUCING_GAP))
-    reduced = image.reduce(factor) if factor > 1 else image
+    if factor == 1:  # no reduction: PIL's own resize, in the pass order the installed Pillow picks
+        return np.asarray(image.resize((side, side), LANCZOS))
+    reduced = image.reduce(factor)
     narrow = reduced.resize((side, reduced.height), LANCZOS, box=(0, 0, w / factor, reduced.height))
     return np.asarray(narrow.resize((side, side), LANCZOS, box=(0, 0, side, h / factor)))
 

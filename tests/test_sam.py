@@ -106,3 +106,119 @@ def test_sam_prompt_types_and_errors():
     assert points.tolist() == [[3, 4], [1, 2], [30, 40]] and labels.tolist() == [1, 2, 3]
     with pytest.raises(ValueError, match="point"):
         sam.prompt_points([{"type": "scribble", "data": [1, 2], "label": 1}])
+
+
+# The graphs above ignore the image (the decoder multiplies the embedding by 0), so they check prompts, scales and the
+# mapping back, but not what reaches the encoder. These ones make the mask depend on the picture: the encoder pools
+# the frame 16× and projects it to SAM's 256×64×64 embedding with a seeded random 1×1 convolution; the decoder
+# projects that back to one channel, upsamples it to the frame and keeps the disc around the first prompt point
+# where that image term is positive (Min). They run through the public remove() on each execution provider, from
+# files named as rembg names them, against rembg's SamSession built the usual way on the same files (rembg
+# publishes no checksum for them, so pooch uses them as they are, and so do we).
+
+
+def _content_providers() -> list[str]:
+    import importlib.util
+
+    from remove_background.providers import PROVIDER_CHOICES
+
+    torch = "torch" in PROVIDER_CHOICES and importlib.util.find_spec("onnx2torch") is not None
+    return ["cpu", "torch"] if torch else ["cpu"]
+
+
+CONTENT_PROVIDERS = _content_providers()
+
+
+def _content_graphs() -> tuple[bytes, bytes]:
+    from onnx import TensorProto, helper, numpy_helper
+    from skimage import data
+
+    f = TensorProto.FLOAT
+    rng = np.random.default_rng(7)
+    w1 = rng.normal(0, 1 / 255, (256, 3, 1, 1)).astype(np.float32)
+    w2 = rng.normal(0, 1 / 16, (1, 256, 1, 1)).astype(np.float32)
+    # the image term's threshold: its median over a photo's frame, so the disc is cut across
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((sam.FRAME_W, sam.FRAME_H)), np.float32)
+    pooled = photo[: 42 * 16].reshape(42, 16, 64, 16, 3).mean(axis=(1, 3))
+    term = pooled @ (w1[:, :, 0, 0].T @ w2[0, :, 0, 0])
+    median = np.float32(np.median(term))
+    pad_rows = np.array([0, 0, 0, 0, 0, 0, 64 - 42, 0], np.int64)
+    enc = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "nhwc"], ["b"]),
+         helper.make_node("Transpose", ["b"], ["nchw"], perm=[0, 3, 1, 2]),
+         helper.make_node("AveragePool", ["nchw"], ["p"], kernel_shape=[16, 16], strides=[16, 16]),
+         helper.make_node("Pad", ["p", "pads"], ["padded"]),
+         helper.make_node("Conv", ["padded", "w1"], ["image_embeddings"])],
+        "encoder", [helper.make_tensor_value_info("x", f, [sam.FRAME_H, sam.FRAME_W, 3])],
+        [helper.make_tensor_value_info("image_embeddings", f, [1, 256, 64, 64])],
+        [numpy_helper.from_array(np.array([1, sam.FRAME_H, sam.FRAME_W, 3], np.int64), "nhwc"),
+         numpy_helper.from_array(pad_rows, "pads"), numpy_helper.from_array(w1, "w1")])
+    gy, gx = np.mgrid[0:sam.FRAME_H, 0:sam.FRAME_W].astype(np.float32)
+    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+    nodes = [
+        helper.make_node("Slice", ["point_coords", "s0", "s1", "ax"], ["p"]),  # the first point: [1, 1, 2]
+        helper.make_node("Split", ["p"], ["px", "py"], axis=2),
+        helper.make_node("Sub", ["gx", "px"], ["dx"]), helper.make_node("Sub", ["gy", "py"], ["dy"]),
+        helper.make_node("Mul", ["dx", "dx"], ["dx2"]), helper.make_node("Mul", ["dy", "dy"], ["dy2"]),
+        helper.make_node("Add", ["dx2", "dy2"], ["d2"]),
+        helper.make_node("Sub", ["r2", "d2"], ["disc_px"]),
+        helper.make_node("Div", ["disc_px", "r2"], ["disc"]),  # 1 at the point, 0 on the circle, < 0 outside
+        helper.make_node("Conv", ["image_embeddings", "w2"], ["c"]),
+        helper.make_node("Resize", ["c", "", "up"], ["c_up"], mode="linear"),
+        helper.make_node("Slice", ["c_up", "r0", "r1", "axr"], ["c_frame"]),  # the frame's rows of the padded map
+        helper.make_node("Sub", ["c_frame", "median"], ["term"]),
+        helper.make_node("Min", ["disc", "term"], ["masks"]),
+        helper.make_node("ReduceMean", ["term"], ["iou_predictions"], keepdims=0),
+        helper.make_node("Identity", ["c"], ["low_res_masks"]),
+    ]
+    consts = [numpy_helper.from_array(a, n) for a, n in [
+        (gx[None, None], "gx"), (gy[None, None], "gy"), (np.array(260.0**2, np.float32), "r2"),
+        (np.array([0, 0], np.int64), "s0"), (np.array([1, 1], np.int64), "s1"), (np.array([0, 1], np.int64), "ax"),
+        (w2, "w2"), (np.array([1, 1, 16, 16], np.float32), "up"), (np.array([0], np.int64), "r0"),
+        (np.array([sam.FRAME_H], np.int64), "r1"), (np.array([2], np.int64), "axr"), (median, "median")]]
+    dec = helper.make_graph(
+        nodes, "decoder", [helper.make_tensor_value_info(n, f, None) for n in names],
+        [helper.make_tensor_value_info("masks", f, [1, 1, sam.FRAME_H, sam.FRAME_W]),
+         helper.make_tensor_value_info("iou_predictions", f, None),
+         helper.make_tensor_value_info("low_res_masks", f, None)], consts)
+    opset = [helper.make_opsetid("", 13)]
+    out = []
+    for g in (enc, dec):
+        m = helper.make_model(g, opset_imports=opset)
+        m.ir_version = 8
+        out.append(m.SerializeToString())
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("provider", CONTENT_PROVIDERS)
+def test_sam_mask_follows_the_image_as_rembgs_does(provider):
+    pytest.importorskip("rembg")
+    import os
+    from pathlib import Path
+
+    from rembg.sessions.sam import SamSession
+    from skimage import data
+
+    from remove_background import catalog, remove, sessions
+
+    folder = Path(os.environ["U2NET_HOME"])  # per test (conftest.py); rembg and we both look here
+    for spec, graph in zip(catalog.MODELS["sam"].files, _content_graphs()):
+        (folder / spec.filename).write_bytes(graph)
+    theirs_session = SamSession("sam", ort.SessionOptions())
+    try:
+        for picture, size, point in [("astronaut", (900, 700), None), ("coffee", (600, 1000), (250, 600)),
+                                     ("chelsea", (1500, 900), (700, 400))]:
+            image = Image.fromarray(getattr(data, picture)()).resize(size, Image.Resampling.BICUBIC)
+            kwargs = {"sam_prompt": sam_prompt(point)} if point else {}
+            theirs = np.asarray(theirs_session.predict(image, **kwargs)[0]) > 127
+            ours = np.asarray(remove(image, model="sam", provider=provider, models_dir=folder, sam_point=point,
+                                     allow_download=False).mask) > 127
+            centre = point or (size[0] // 2, size[1] // 2)
+            scale = min(sam.FRAME_W / size[0], sam.FRAME_H / size[1])
+            gy, gx = np.mgrid[0:size[1], 0:size[0]]
+            d2 = (gx - centre[0]) ** 2 + (gy - centre[1]) ** 2
+            assert 0.2 < theirs[d2 < (260 / scale) ** 2].mean() < 0.8  # the picture cuts the disc: it reaches the mask
+            assert not theirs[d2 > (260 / scale + 3) ** 2].any()  # and the prompt still places it
+            assert (ours != theirs).mean() <= (0 if provider == "cpu" else 1e-3), (picture, size)
+    finally:
+        sessions.clear_sessions()

@@ -26,6 +26,14 @@ from remove_background.device_pipeline import DevicePipeline, lanczos_matrix  # 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(params=["device pipeline", "host pipeline"])
+def pipeline_side(request, monkeypatch):
+    """A test twice: with the work around the model in torch (device_pipeline.py, what a GPU runs; forced onto
+    the CPU device here) and on the host (what a torch model on the CPU runs)."""
+    monkeypatch.setattr(sessions, "DEVICE_PIPELINE_ON_CPU", request.param == "device pipeline")
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def real_models(tmp_path_factory, u2netp_file):
     """A model folder with rembg's real u2netp and u2net (both from PyPI wheels)."""
@@ -42,7 +50,7 @@ def agreement(a: Image.Image, b: Image.Image) -> tuple[float, float]:
 
 @pytest.mark.parametrize("model", ["u2netp", "u2net"])
 @pytest.mark.parametrize("side", [512, 4096])
-def test_torch_masks_are_faithful_to_onnx_runtime(model, side, real_models, astronaut):
+def test_torch_masks_are_faithful_to_onnx_runtime(model, side, real_models, astronaut, pipeline_side):
     image = astronaut.resize((side, side), Image.Resampling.BICUBIC)
     ort_result = remove(image, model=model, provider="cpu", models_dir=real_models)
     torch_result = remove(image, model=model, provider="torch", models_dir=real_models)
@@ -59,7 +67,7 @@ def test_torch_masks_are_faithful_to_onnx_runtime(model, side, real_models, astr
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P+transparency", "RGBA", "I;16", "F"])
-def test_every_input_mode_through_torch_matches_onnx_runtime(mode, real_models):
+def test_every_input_mode_through_torch_matches_onnx_runtime(mode, real_models, pipeline_side):
     image = scene_in_mode(mode)
     before = image.tobytes()
     ort_result = remove(image, model="u2netp", provider="cpu", models_dir=real_models)
@@ -75,7 +83,7 @@ def test_every_input_mode_through_torch_matches_onnx_runtime(mode, real_models):
     {"decontaminate": True}, {"background_color": (20, 200, 30, 255)}, {"output_mode": "mask_only"},
     {"edge_detail": "high"}, {"post_process_mask": True},
 ])
-def test_options_through_torch_match_onnx_runtime(options, real_models):
+def test_options_through_torch_match_onnx_runtime(options, real_models, pipeline_side):
     """Options with a CPU step take the device's mask back and go on on the CPU: same results as ONNX Runtime."""
     image, _ = horse_scene()
     a = remove(image, model="u2netp", provider="cpu", models_dir=real_models, **options)
@@ -86,7 +94,7 @@ def test_options_through_torch_match_onnx_runtime(options, real_models):
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 3000), (3000, 1), (7, 5), (321, 200)])
-def test_tiny_and_extreme_sizes_through_torch(size, real_models):
+def test_tiny_and_extreme_sizes_through_torch(size, real_models, pipeline_side):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     a = remove(image, model="u2netp", provider="cpu", models_dir=real_models)
@@ -95,7 +103,7 @@ def test_tiny_and_extreme_sizes_through_torch(size, real_models):
     assert np.abs(np.asarray(a.mask).astype(int) - np.asarray(b.mask).astype(int)).max() <= 2
 
 
-def test_flat_image_through_torch_gives_an_empty_mask(real_models):
+def test_flat_image_through_torch_gives_an_empty_mask(real_models, pipeline_side):
     result = remove(Image.new("RGB", (300, 200), (9, 90, 200)), model="u2netp", provider="torch",
                     models_dir=real_models)
     assert np.asarray(result.mask).max() == 0
@@ -179,7 +187,7 @@ def test_auto_falls_back_to_onnx_runtime_when_the_graph_cannot_convert_mocked_gp
     assert caplog.text.count("Hardmax") == 1 and "instead" in caplog.text
 
 
-def test_gpu_out_of_memory_is_a_clear_error_mocked_gpu(real_models, monkeypatch):
+def test_gpu_out_of_memory_is_a_clear_error_mocked_gpu(real_models, monkeypatch, pipeline_side):
     """A (mocked) CUDA out-of-memory during the run: DeviceOutOfMemoryError with what to do, nothing half-done, and
     the next run works."""
     from remove_background import torch_backend

@@ -1,0 +1,375 @@
+"""Every model in the catalog against rembg 2.0.69's own session class, on the same ONNX file.
+
+rembg's real weights are 5 MB to 1 GB each and cannot be fetched here, so each model gets a small graph of our own
+(onnx.helper) with that family's input and output: NCHW float input of any size, a seeded random 3×3 convolution,
+ReLU, a 16× average pool, a second random convolution and a linear Resize back up. The mask it gives is smooth and
+depends on the image's colours, texture and position, so a wrong mean, std, input size or output step shows. U²-Net,
+IS-Net and BRIA graphs end in a Sigmoid, as the real ones do; BiRefNet's return logits (the sigmoid is ours and
+rembg's to apply); u2net_cloth_seg's return 4 class channels. A second output (the first negated) stands for the real
+models' side outputs: both sides must read output 0.
+
+The file is written as ``<U2NET_HOME>/<name>.onnx``, where rembg looks for it, and ours reads it from the same
+folder. Neither side downloads. rembg runs unchanged, with its own switch ``MODEL_CHECKSUM_DISABLED``: pooch then
+uses the file that is present without its md5 (it downloads only a missing file or one whose hash differs; the test
+checks the file is untouched). Our catalog entry gets ``checksum=None``, the state of a file rembg publishes no
+checksum for (sam's), so model_files uses it unverified; everything else in the entry is the catalog's own. Ours
+runs through the public ``remove()``. Segment Anything has its own test (tests/test_sam.py).
+
+"Faithful", per image: where our mask resize is rembg's own (the image is the model's size, or smaller than it on one
+side: both resize with PIL's LANCZOS), the masks are equal up to float rounding (ROUNDING: on ONNX Runtime at most
+1 grey level apart, on at most 0.1 % of the pixels). Where we upscale with our bilinear filter and rembg with
+LANCZOS: mean difference ≤ 0.5 and ≥ 99.9 % of pixels on the same side of 127 (README, "How it is built").
+u2net_cloth_seg is compared class map against class map instead (see the cloth tests), and a test plants wrong
+constants in the catalog to show that these comparisons catch them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from remove_background import catalog, sessions
+from remove_background.pipeline import remove
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("rembg")
+
+
+def _providers() -> list[str]:
+    """Where ours runs: ONNX Runtime's CPU, and PyTorch where that backend exists; on the CPU a torch model runs
+    with the host's pre- and post-processing, so "torch-device" also runs the device pipeline a GPU would use
+    (device_pipeline.py), here on the CPU."""
+    from remove_background.providers import PROVIDER_CHOICES
+
+    found = ["cpu"]
+    if "torch" in PROVIDER_CHOICES and importlib.util.find_spec("onnx2torch") is not None:
+        found.append("torch")
+        if hasattr(sessions, "DEVICE_PIPELINE_ON_CPU"):
+            found.append("torch-device")
+    return found
+
+
+PROVIDERS = _providers()
+
+
+def use(provider: str, monkeypatch) -> None:
+    if provider == "torch-device":
+        monkeypatch.setattr(sessions, "DEVICE_PIPELINE_ON_CPU", True)
+
+REMBG_CLASSES = {  # our model name -> rembg 2.0.69's session class (module in rembg.sessions, class name)
+    "u2net": ("u2net", "U2netSession"),
+    "u2netp": ("u2netp", "U2netpSession"),
+    "u2net_human_seg": ("u2net_human_seg", "U2netHumanSegSession"),
+    "u2net_cloth_seg": ("u2net_cloth_seg", "Unet2ClothSession"),
+    "silueta": ("silueta", "SiluetaSession"),
+    "isnet-general-use": ("dis_general_use", "DisSession"),
+    "isnet-anime": ("dis_anime", "DisSession"),
+    "birefnet-general": ("birefnet_general", "BiRefNetSessionGeneral"),
+    "birefnet-general-lite": ("birefnet_general_lite", "BiRefNetSessionGeneralLite"),
+    "birefnet-portrait": ("birefnet_portrait", "BiRefNetSessionPortrait"),
+    "birefnet-dis": ("birefnet_dis", "BiRefNetSessionDIS"),
+    "birefnet-hrsod": ("birefnet_hrsod", "BiRefNetSessionHRSOD"),
+    "birefnet-cod": ("birefnet_cod", "BiRefNetSessionCOD"),
+    "birefnet-massive": ("birefnet_massive", "BiRefNetSessionMassive"),
+    "bria-rmbg": ("bria_rmbg", "BriaRmBgSession"),
+}
+MASK_MODELS = [name for name in REMBG_CLASSES if catalog.MODELS[name].output != "cloth"]
+CLOTH = "u2net_cloth_seg"
+POOL = 16  # the graph's pooling factor: every input size used here is a multiple of it
+HIDDEN = 4  # channels after the first convolution
+
+
+@functools.lru_cache(maxsize=None)
+def photo(name: str, size: tuple[int, int]) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).resize(size, Image.Resampling.BICUBIC)
+
+
+def cases(side: int) -> list[tuple[str, tuple[int, int]]]:
+    """Images for a model of input ``side``: its own size, two non-square ones smaller than it on one side, and one
+    larger on both sides (there our upscale is bilinear, rembg's LANCZOS)."""
+    return [("astronaut", (side, side)), ("chelsea", (side * 3 // 2, side * 3 // 5)),
+            ("coffee", (side * 7 // 10, side * 13 // 10)), ("astronaut", (side * 3 // 2, side * 5 // 4))]
+
+
+# --- the graphs -------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def family_graph(name: str) -> bytes:
+    """The ONNX graph standing in for ``name``'s real model (see the module docstring)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    info = catalog.MODELS[name]
+    channels = 4 if info.output == "cloth" else 1
+    ends_in_sigmoid = info.output not in ("sigmoid_minmax", "cloth")
+    rng = np.random.default_rng(sum(map(ord, name)))
+    w1 = rng.normal(0, 27 ** -0.5, (HIDDEN, 3, 3, 3)).astype(np.float32)
+    b1 = rng.normal(0, 0.3, HIDDEN).astype(np.float32)
+    w2 = rng.normal(0, (9 * HIDDEN) ** -0.5, (channels, HIDDEN, 3, 3)).astype(np.float32)
+
+    def build(w2: np.ndarray, b2: np.ndarray):
+        out = "mask" if ends_in_sigmoid else "logits"
+        nodes = [
+            helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("AveragePool", ["r1"], ["p1"], kernel_shape=[POOL, POOL], strides=[POOL, POOL]),
+            helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("Resize", ["c2", "", "scales"], ["logits"], mode="linear"),
+            *([helper.make_node("Sigmoid", ["logits"], ["mask"])] if ends_in_sigmoid else []),
+            helper.make_node("Neg", [out], ["side_output"]),
+        ]
+        weights = {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "scales": np.array([1, 1, POOL, POOL], np.float32)}
+        f = TensorProto.FLOAT
+        graph = helper.make_graph(
+            nodes, name, [helper.make_tensor_value_info("input", f, [1, 3, "height", "width"])],
+            [helper.make_tensor_value_info(n, f, [1, channels, "height", "width"]) for n in (out, "side_output")],
+            [numpy_helper.from_array(v, k) for k, v in weights.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+    # Scale the last convolution so that, on a reference photo, each channel's logits have median 0 and spread 4:
+    # the mask then splits an image into foreground and background with soft edges, like a real one. These
+    # constants only shape the graph; the comparisons below do not depend on them.
+    side = info.input_size
+    ref = np.asarray(photo("astronaut", (side, side)), np.float32) / 255
+    x = ((ref - info.mean) / info.std).transpose(2, 0, 1)[None].astype(np.float32)
+    raw = ort_session(build(w2, np.zeros(channels, np.float32)).SerializeToString()).run(None, {"input": x})[0]
+    if ends_in_sigmoid:
+        raw = np.log(raw / (1 - raw))
+    gain = 4.0 / raw.std(axis=(0, 2, 3))
+    return build(w2 * gain[:, None, None, None].astype(np.float32),
+                 (-np.median(raw, axis=(0, 2, 3)) * gain).astype(np.float32)).SerializeToString()
+
+
+def ort_session(model: bytes):
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+# --- the two sides ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def place(monkeypatch):
+    """``place(name, **changes)``: write ``name``'s graph where rembg and we look for it, and give our catalog entry
+    ``checksum=None`` (plus ``changes``, for the tests that plant a wrong constant). Returns the folder."""
+    home = Path(os.environ["U2NET_HOME"])  # per test (conftest.py)
+    monkeypatch.setenv("MODEL_CHECKSUM_DISABLED", "1")
+
+    def place(name: str, **changes) -> Path:
+        info = catalog.MODELS[name]
+        assert info.primary_file.filename == f"{name}.onnx"  # rembg's file name is <session name>.onnx
+        (home / f"{name}.onnx").write_bytes(family_graph(name))
+        unverified = dataclasses.replace(info.primary_file, checksum=None)
+        monkeypatch.setitem(catalog.MODELS, name, dataclasses.replace(info, files=(unverified,), **changes))
+        return home
+
+    yield place
+    sessions.clear_sessions()  # the graphs' sessions are of no use to any other test
+
+
+def rembg_session(name: str, folder: Path):
+    """rembg 2.0.69's own session class for ``name``, built as rembg builds it, on the file in ``folder``."""
+    module, class_name = REMBG_CLASSES[name]
+    cls = getattr(importlib.import_module(f"rembg.sessions.{module}"), class_name)
+    assert cls.name() == name
+    session = cls(name, ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    assert (folder / f"{name}.onnx").read_bytes() == family_graph(name)  # pooch neither downloaded nor replaced it
+    return session
+
+
+def ours(image: Image.Image, name: str, provider: str, folder: Path, **options) -> np.ndarray:
+    provider = "torch" if provider == "torch-device" else provider
+    mask = remove(image, model=name, provider=provider, models_dir=folder, allow_download=False, **options).mask
+    return np.array(mask, dtype=np.int16)
+
+
+def resized_like_rembg(size: tuple[int, int], side: int) -> bool:
+    """True where our mask resize is rembg's own LANCZOS: the model's size, or smaller than it on one side."""
+    return size == (side, side) or min(size) < side
+
+
+# Where the resizes are rembg's own: how many grey levels apart, on what share of the pixels, float rounding may put
+# the masks. On "cpu" and "torch" PIL itself resizes, and only the float32 normalisation (and torch's own float
+# sums in the model) differ from rembg's, in the last bit; the device pipeline ("torch-device") resizes with
+# LANCZOS as float matrix products, rounded to 8 bits after each pass as PIL does but not with PIL's fixed-point
+# sums, so each of its two passes can be a level off.
+ROUNDING = {"cpu": (1, 1e-3), "torch": (1, 1e-3), "torch-device": (2, 1e-2)}
+
+
+def mask_departures(mine: np.ndarray, theirs: np.ndarray, exact: bool, provider: str) -> list[str]:
+    """How ``mine`` departs from rembg's mask ``theirs`` beyond our fidelity bounds (empty: faithful)."""
+    diff = np.abs(mine - theirs)
+    same_side = ((mine > 127) == (theirs > 127)).mean()
+    found = []
+    levels, share = ROUNDING[provider]
+    if exact and (diff.max() > levels or (diff > 0).mean() > share):
+        found.append(f"not equal: max diff {diff.max()}, {(diff > 0).mean():.4%} of pixels differ")
+    if not exact and (diff.mean() > 0.5 or same_side < 0.999):
+        found.append(f"mean diff {diff.mean():.3f} > 0.5 or only {same_side:.3%} on the same side of 127")
+    return found
+
+
+def compare_masks(name: str, provider: str, folder: Path, how_many: int = 4) -> tuple[list[str], list[str]]:
+    """Ours against rembg's session on the first ``how_many`` cases: (departures, measurements), a line each."""
+    theirs_session = rembg_session(name, folder)
+    side = catalog.MODELS[name].input_size
+    departures, measured = [], []
+    for picture, size in cases(side)[:how_many]:
+        image = photo(picture, size)
+        theirs = np.asarray(theirs_session.predict(image)[0], dtype=np.int16)
+        assert 0.05 < (theirs > 127).mean() < 0.97  # a real split into foreground and background
+        mine = ours(image, name, provider, folder)
+        exact = resized_like_rembg(size, side)
+        diff = np.abs(mine - theirs)
+        measured.append(f"{name} {size}: mean {diff.mean():.3f}, max {diff.max()}, "
+                        f"{((mine > 127) == (theirs > 127)).mean():.3%} same side")
+        departures += [f"{name} {picture} {size}: {d}" for d in mask_departures(mine, theirs, exact, provider)]
+    return departures, measured
+
+
+# --- u2net_cloth_seg: class maps --------------------------------------------------------------------------------
+
+CLOTH_CATEGORIES = {"upper": 1, "lower": 2, "full": 3}  # rembg's masks, in its order, and their class index
+
+
+def lanczos_windows(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each output pixel of a PIL LANCZOS resize from ``n_in`` to ``n_out``: the first and last+1 input pixel it
+    reads (PIL's own support: 3 input pixels each side, widened by the scale when shrinking)."""
+    scale = n_in / n_out
+    support = 3.0 * max(scale, 1.0)
+    centre = (np.arange(n_out) + 0.5) * scale
+    first = np.clip((centre - support + 0.5).astype(int), 0, n_in)
+    last = np.clip((centre + support + 0.5).astype(int), 0, n_in)
+    return first, last
+
+
+def classes_nearby(model_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[4, H, W] bool: whether each class occurs in the model-size pixels a LANCZOS resize to ``size`` reads for
+    each image pixel. A class rembg gives a pixel that is not there was made up by the filter."""
+    width, height = size
+    r0, r1 = lanczos_windows(height, model_map.shape[0])
+    c0, c1 = lanczos_windows(width, model_map.shape[1])
+    out = []
+    for k in range(4):
+        integral = np.pad((model_map == k).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        count = (integral[r1][:, c1] - integral[r0][:, c1] - integral[r1][:, c0] + integral[r0][:, c0])
+        out.append(count > 0)
+    return np.stack(out)
+
+
+def cloth_case(image: Image.Image, session, provider: str, folder: Path) -> dict:
+    """rembg's and our masks per category, and the model-size class map they both come from."""
+    side = catalog.MODELS[CLOTH].input_size
+    # rembg's class map at model size: its own predict on the image already resized as it resizes it (its resize
+    # to the model's size is then the identity, and so is its resize of the map back to that image)
+    at_model_size = session.predict(image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS))
+    model_map = np.zeros((side, side), np.uint8)
+    for mask, k in zip(at_model_size, CLOTH_CATEGORIES.values()):
+        model_map[np.asarray(mask) > 127] = k
+    theirs = dict(zip(CLOTH_CATEGORIES, (np.asarray(m, dtype=np.int16) for m in session.predict(image))))
+    theirs["all"] = np.max([theirs[c] for c in CLOTH_CATEGORIES], axis=0)
+    mine = {c: ours(image, CLOTH, provider, folder, cloth_category=c) for c in theirs}
+    return {"theirs": theirs, "ours": mine, "nearby": classes_nearby(model_map, image.size)}
+
+
+def made_up(mask: np.ndarray, nearby: np.ndarray, category: str) -> np.ndarray:
+    """Pixels a category's mask claims (> 127) although none of its classes is nearby at model size."""
+    classes = list(CLOTH_CATEGORIES.values()) if category == "all" else [CLOTH_CATEGORIES[category]]
+    return (mask > 127) & ~nearby[classes].any(axis=0)
+
+
+def compare_cloth(provider: str, folder: Path, how_many: int = 4) -> tuple[list[str], list[str]]:
+    """Ours against rembg's Unet2ClothSession: equal wherever the model saw one class only (rembg's LANCZOS of a
+    uniform class map is that class, our bilinear of a uniform mask is that mask), and never a made-up class."""
+    session = rembg_session(CLOTH, folder)
+    departures, measured = [], []
+    for picture, size in cases(catalog.MODELS[CLOTH].input_size)[:how_many]:
+        case = cloth_case(photo(picture, size), session, provider, folder)
+        uniform = case["nearby"].sum(axis=0) == 1
+        if uniform.mean() < 0.7:
+            departures.append(f"{picture} {size}: only {uniform.mean():.1%} of pixels away from class borders")
+        for category, theirs in case["theirs"].items():
+            mine = case["ours"][category]
+            diff = np.abs(mine - theirs)
+            measured.append(f"{CLOTH} {category} {size}: mean {diff.mean():.3f}, "
+                            f"{((mine > 127) == (theirs > 127)).mean():.3%} same side, "
+                            f"made up: rembg {made_up(theirs, case['nearby'], category).sum()} px, "
+                            f"ours {made_up(mine, case['nearby'], category).sum()} px")
+            if (diff[uniform] > 0).any():
+                departures.append(f"{category} {picture} {size}: {(diff[uniform] > 0).sum()} pixels differ where "
+                                  f"the model saw one class only")
+            if made_up(mine, case["nearby"], category).any():
+                departures.append(f"{category} {picture} {size}: ours has a class the model did not see nearby")
+    return departures, measured
+
+
+# --- the tests --------------------------------------------------------------------------------------------------
+
+def test_every_catalog_model_but_sam_is_compared_here():
+    assert set(REMBG_CLASSES) | {"sam"} == set(catalog.MODEL_NAMES)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("name", MASK_MODELS)
+def test_mask_equals_rembgs_session_on_the_same_file(name, provider, place, monkeypatch):
+    use(provider, monkeypatch)
+    departures, measured = compare_masks(name, provider, place(name))
+    assert not departures, "\n".join(departures + measured)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_cloth_masks_equal_rembgs_away_from_class_borders(provider, place, monkeypatch):
+    use(provider, monkeypatch)
+    departures, measured = compare_cloth(provider, place(CLOTH))
+    assert not departures, "\n".join(departures + measured)
+
+
+def test_cloth_rembg_makes_up_classes_along_borders_ours_does_not(place):
+    """rembg resizes the class-index map (0 background, 1 upper, 2 lower, 3 full) with LANCZOS, so between class 0
+    and class 3 it interpolates 1 and 2: thin strips of "upper" and "lower" garment where the model saw neither.
+    We pick the category's pixels at model size and resize that mask, which cannot invent a class."""
+    folder = place(CLOTH)
+    session = rembg_session(CLOTH, folder)
+    case = cloth_case(photo(*cases(catalog.MODELS[CLOTH].input_size)[-1]), session, "cpu", folder)
+    for category in CLOTH_CATEGORIES:
+        assert not made_up(case["ours"][category], case["nearby"], category).any()
+    rembg_made_up = {c: int(made_up(case["theirs"][c], case["nearby"], c).sum()) for c in CLOTH_CATEGORIES}
+    assert sum(rembg_made_up.values()) > 1000, rembg_made_up
+
+
+WRONG_CONSTANTS = [  # (model, catalog fields changed): each must make the comparison above fail
+    ("isnet-general-use", {"mean": catalog.IMAGENET_MEAN}),  # IS-Net's mean is 0.5, not ImageNet's
+    ("isnet-anime", {"std": catalog.IMAGENET_STD}),  # the anime model divides by 1
+    ("birefnet-general", {"output": "minmax"}),  # BiRefNet's sigmoid forgotten
+    ("birefnet-massive", {"mean": catalog.HALF_MEAN, "std": catalog.UNIT_STD}),  # IS-Net's normalisation
+    ("bria-rmbg", {"output": "sigmoid_minmax"}),  # a sigmoid on an output that has one already
+    ("birefnet-portrait", {"input_size": 768}),
+    ("u2netp", {"input_size": 288}),
+    ("u2net", {"mean": catalog.IMAGENET_MEAN[::-1]}),  # the mean in BGR order
+    ("u2net_human_seg", {"std": catalog.UNIT_STD}),
+    ("silueta", {"mean": catalog.HALF_MEAN}),
+    (CLOTH, {"input_size": 640}),
+    (CLOTH, {"mean": catalog.HALF_MEAN}),
+]
+
+
+@pytest.mark.parametrize("name, changes", WRONG_CONSTANTS, ids=lambda v: str(v) if isinstance(v, str) else
+                         ",".join(v))
+def test_a_wrong_constant_in_the_catalog_fails_the_comparison(name, changes, place):
+    """The comparison above, on its first two cases (the model's own size and a non-square image), with one wrong
+    constant planted in our catalog entry: it must report a departure."""
+    folder = place(name, **changes)
+    compare = compare_cloth if name == CLOTH else functools.partial(compare_masks, name)
+    departures, measured = compare("cpu", folder, how_many=2)
+    assert departures, "\n".join(measured)
