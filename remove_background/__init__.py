@@ -10,7 +10,7 @@ pack (its invocation machinery is already imported then), the node registers.
 
 import sys
 
-__version__ = "1.1.0"  # 1.1: mask_tensor output, edge_detail input
+__version__ = "1.2.0"  # 1.2: the torch execution provider (auto runs on InvokeAI's GPU); 1.1: mask_tensor, edge_detail
 
 from .buffers import clear_buffers  # noqa: E402
 from .catalog import MODEL_NAMES, MODELS  # noqa: E402

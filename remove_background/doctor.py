@@ -120,6 +120,8 @@ def routes_report(say, root: Optional[Path], available: Sequence[str]) -> list[s
         route = plan.description
         if plan.backend == "torch":
             route += f" (converted from its ONNX file on first use{FAMILY_NOTES.get(family, '')})"
+        elif device == "cpu":
+            route += " (on the CPU ONNX Runtime is faster than torch; 'torch' can still be chosen)"
         if plan.fallback is not None:
             route += f"; if that does not load or convert: {plan.fallback.description}"
         say(f"  {family:9} {', '.join(names)}")

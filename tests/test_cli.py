@@ -109,6 +109,27 @@ def test_doctor_flags_a_provider_that_does_not_load_mocked_cuda_provider(tmp_pat
     assert "DOES NOT LOAD" in text and "to fix:" in text
 
 
+@pytest.mark.parametrize("torch_route", [True, False])
+def test_doctor_says_where_each_family_runs_on_a_gpu_mocked_gpu(tmp_path, models_dir, monkeypatch, torch_route):
+    """InvokeAI set to cuda:1 (invokeai.yaml), the CPU onnxruntime: every family runs on torch on cuda:1, with ONNX
+    Runtime on the CPU as the fallback; without onnx2torch, the CPU, and the fix names the install command."""
+    (tmp_path / "invokeai.yaml").write_text("schema_version: 4.0.2\ndevice: cuda:1\n")
+    monkeypatch.setattr(doctor, "torch_route_installed", lambda: torch_route)
+    out = io.StringIO()
+    code = doctor.run(root=tmp_path, models_dir=models_dir, out=out, available=["CPUExecutionProvider"])
+    text = out.getvalue()
+    assert "InvokeAI's device here: cuda:1" in text
+    for family in ("u2net", "isnet", "birefnet", "bria", "sam"):
+        assert f"  {family} " in text
+    if torch_route:
+        assert code == 0, text
+        assert text.count("-> PyTorch on cuda:1") == 5 and "deform_conv2d" in text
+        assert "if that does not load or convert: ONNX Runtime (CPUExecutionProvider)" in text
+    else:
+        assert code == 1 and text.count("-> ONNX Runtime (CPUExecutionProvider)") == 5
+        assert "install onnx2torch" in text and "to fix:" in text
+
+
 def test_doctor_command_runs(tmp_path, models_dir):
     r = run_cli("doctor", "--root", tmp_path, "--models-dir", models_dir)
     assert r.returncode == 0, r.stdout + r.stderr
