@@ -3,7 +3,8 @@
 
 For each model and size: ONNX Runtime on the CPU (the raw ``session.run`` on the prepared input, and the whole
 ``remove()``), and torch on ``--device`` (the raw module run on an input already on the device, and the whole
-``remove()`` with the work around the model on the device: device_pipeline.py), optionally torch in half
+``remove()``: on a GPU with the work around the model on the device, device_pipeline.py; on the CPU with the host's
+own resizing and compositing), optionally torch in half
 precision (``--half``, GPU only). Columns are called in a shuffled order round after round; medians. Then:
 
 - mask parity of each torch column against ONNX Runtime's ``remove()`` (mean difference on 0-255, share of pixels
@@ -99,7 +100,9 @@ def bench(model: str, side: int, models_dir: Path, device: str, half: bool, roun
             synchronise(torch, dev)
         return run
 
-    def remove_torch(pipe):
+    def remove_torch(name, pipe):
+        if name == "torch":  # the API itself: on a GPU the device pipeline, on the CPU the host path
+            return lambda: remove(image, model=model, provider="torch", device=device, models_dir=models_dir)
         return lambda: pipe.run(image, None)
 
     columns = {
@@ -108,7 +111,7 @@ def bench(model: str, side: int, models_dir: Path, device: str, half: bool, roun
     }
     for name, pipe in pipelines.items():
         columns[f"{name} raw"] = raw_torch(pipe)
-        columns[f"{name} remove()"] = remove_torch(pipe)
+        columns[f"{name} remove()"] = remove_torch(name, pipe)
     times: dict[str, list[float]] = {k: [] for k in columns}
     peaks: dict[str, int] = {}
     for fn in columns.values():  # warm-up (cuDNN picks its algorithms, buffers fill)
@@ -130,14 +133,16 @@ def bench(model: str, side: int, models_dir: Path, device: str, half: bool, roun
     parity = {}
     masks = {}
     for name, pipe in pipelines.items():
-        masks[name] = pipe.run(image, None)[1].copy()
+        masks[name] = (np.asarray(remove(image, model=model, provider="torch", device=device, models_dir=models_dir)
+                                  .mask) if name == "torch" else pipe.run(image, None)[1].copy())
         parity[name] = agreement(reference, masks[name])
     if "torch fp16" in masks:
         parity["fp16 vs fp32"] = agreement(masks["torch"], masks["torch fp16"])
     split: dict[str, float] = {}
-    for _ in range(rounds):
-        pipelines["torch"].run(image, None, timings=split)
-    split = {k: v / rounds for k, v in split.items()}
+    if dev.type != "cpu":  # on the CPU, torch's remove() uses the host path, timed in bench_speed.py
+        for _ in range(rounds):
+            pipelines["torch"].run(image, None, timings=split)
+        split = {k: v / rounds for k, v in split.items()}
     row = dict(model=model, side=side, device=str(dev), convert_s=convert_s, medians=medians, parity=parity,
                split=split, peak_bytes=peaks)
     del torch_loaded, pipelines
@@ -224,7 +229,7 @@ def report(rows: list[dict]) -> None:
     names = list(rows[0]["medians"])
     print(f"torch on {rows[0]['device']} against ONNX Runtime on the CPU (median ms; x = ORT CPU / this column: "
           f"above 1 is faster than ORT)")
-    head = f"{'model':7} {'size':>6} | " + " | ".join(f"{n:>22}" for n in names) + " | convert s"
+    head = f"{'model':7} {'size':>6} | " + " | ".join(f"{n:>22}" for n in names) + " | load s"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -239,8 +244,9 @@ def report(rows: list[dict]) -> None:
     for r in rows:
         print(f"  {r['model']:7} {r['side']:>5}²: " + "; ".join(
             f"{k}: {m:.3f}, {s:.4%}" for k, (m, s) in r["parity"].items()))
-    print("\nwhere torch's remove() spends its time (ms, device synchronised between steps):")
-    for r in rows:
+    if any(r["split"] for r in rows):
+        print("\nwhere torch's remove() spends its time (ms, device synchronised between steps):")
+    for r in (r for r in rows if r["split"]):
         print(f"  {r['model']:7} {r['side']:>5}²: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in r["split"].items()))
     if any(r["peak_bytes"] for r in rows):
         print("\npeak GPU memory allocated per column (MB):")

@@ -28,11 +28,12 @@ INVOKEAI = next(line.strip() for line in (ROOT / ".ci" / "requirements-test.txt"
 def tool_env(**extra) -> dict:
     """The environment of InvokeAI's Dev Console: uv on PATH, and uv's cache shared with the tests.
 
-    ``PIP_CONSTRAINT`` is emptied: this project's machines cap pip at the torch release that lies on their disk
-    (a ``constraint`` in /etc/xdg/pip), which a user's machine does not; with the cap, pip would plan to move
-    InvokeAI's newer torch back to it as soon as a package depends on torch (onnx2torch does)."""
+    pip's configuration files are not read (``PIP_CONFIG_FILE=os.devnull``): this project's machines cap pip at
+    the torch release that lies on their disk (a ``constraint`` in /etc/xdg/pip/pip.conf), which a user's machine
+    does not; with the cap, pip would plan to move InvokeAI's newer torch back to it as soon as a package depends
+    on torch (onnx2torch does). PyPI and the settings passed as PIP_* variables still apply."""
     return {**os.environ, "PATH": f"{UV.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "UV_CACHE_DIR": str(CACHE / "uv"), "PIP_CONSTRAINT": "", **extra}
+            "UV_CACHE_DIR": str(CACHE / "uv"), "PIP_CONFIG_FILE": os.devnull, **extra}
 
 
 def make(kind: str, dest: Path, invokeai: str = INVOKEAI) -> Path:
