@@ -157,7 +157,7 @@ def torch_model(info: ModelInfo, modules: list, plan: ProviderPlan) -> LoadedMod
     """A LoadedModel over torch modules already on their device."""
     from .torch_backend import TorchSession
 
-    sessions = [TorchSession(m, info.name) for m in modules]
+    sessions = [TorchSession(m, info.name, plan.torch_device) for m in modules]
     return LoadedModel(info=info, sessions=sessions, providers=sessions[0].get_providers(), plan=plan)
 
 

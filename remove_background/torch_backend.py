@@ -162,10 +162,12 @@ def out_of_memory_error(model: str, device, error: BaseException) -> DeviceOutOf
 class TorchSession:
     """A converted model on its device, called like an ONNX Runtime session (NumPy in, NumPy out)."""
 
-    def __init__(self, module, model: str):
+    def __init__(self, module, model: str, device=None):
+        """``device``: where inputs go (InvokeAI's execution device: with partial loading, some weights may still be
+        in RAM while InvokeAI's layers compute on the device); default: where the module's weights are."""
         self.module = module
         self.model = model
-        self.device = module_device(module)
+        self.device = _torch().device(device) if device is not None else module_device(module)
 
     def get_inputs(self):
         return [SimpleNamespace(name=n) for n in self.module.input_names]
