@@ -53,8 +53,10 @@ class RemovalOptions:
     model: str = option(DEFAULT_MODEL, "The rembg model. Files live in <InvokeAI models dir>/rembg; a missing one "
                         "is downloaded. bria-rmbg is licensed for NON-COMMERCIAL use only.", "model",
                         labels={name: info.label for name, info in MODELS.items()}, short="-m")
-    provider: str = option("auto", "Where the model runs. Auto follows InvokeAI's device (CUDA GPU, else CPU) and "
-                           "falls back to the CPU with a warning; an explicit choice fails clearly if it cannot load.",
+    provider: str = option("auto", "Where the model runs. Auto: on InvokeAI's GPU (ONNX Runtime's GPU provider if "
+                           "installed, else PyTorch on that device), on the CPU with ONNX Runtime otherwise; each "
+                           "fallback says why in the log. Torch: PyTorch on InvokeAI's device. An explicit choice "
+                           "fails clearly if it cannot run.",
                            "model", labels=PROVIDER_CHOICES, node="execution_provider", short="-p")
     edge_detail: str = option("standard", "Standard: the model sees the whole image once at its own input size "
                               "(320² or 1024²), like rembg. High: a second pass on each subject's bounding box, and "

@@ -144,12 +144,11 @@ def remove(
         providers = list(loaded.providers)
         on_device = loaded.device_pipeline
         if on_device is not None and device_work_only(opts, info):
-            image, alpha = on_device.run(rgb, input_alpha, opts.cloth_category, opts.output_mode != "mask_only")
+            cut, alpha = on_device.run(rgb, input_alpha, opts.cloth_category, opts.output_mode != "mask_only")
             t3 = time.perf_counter()
             result_mask = Image.fromarray(alpha, "L")
             timings.update(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=0.0, total=t3 - t0)
-            return RemovalResult(image if image is not None else result_mask, result_mask, info.name, providers,
-                                 timings)
+            return RemovalResult(cut if cut is not None else result_mask, result_mask, info.name, providers, timings)
         mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts), opts.edge_detail)
     t3 = time.perf_counter()
     rgb_array = None

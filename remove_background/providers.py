@@ -17,6 +17,7 @@ Policy (documented in the README):
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from importlib import metadata
@@ -136,8 +137,10 @@ def torch_route_installed() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
 def torch_gpu_device() -> Optional[str]:
-    """torch's own GPU, when torch is installed and sees one ("cuda:0", "mps", "xpu:0"); else None."""
+    """torch's own GPU, when torch is installed and sees one ("cuda:0", "mps", "xpu:0"); else None. Asked once per
+    process (importing torch takes seconds; only where it is installed)."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
