@@ -138,7 +138,7 @@ class DevicePipeline:
 
     def model_input(self, small):
         """rembg's normalisation: divided by the image's maximum, then (v - mean) / std; 1×3×side×side."""
-        scale = 1.0 / torch_max(self.torch, small.amax(), 1e-6)
+        scale = 1.0 / self.torch.clamp(small.amax(), min=1e-6)
         return ((small * scale - self._mean) / self._std)[None]
 
     def small_mask(self, outputs, cloth_category: str):
@@ -216,11 +216,6 @@ def _upload(torch, array: np.ndarray, device):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array).to(device)
-
-
-def torch_max(torch, value, floor: float):
-    """max(value, floor) for a 0-d tensor, on its device."""
-    return torch.clamp(value, min=floor)
 
 
 class _Clock:

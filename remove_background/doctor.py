@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 
 from . import catalog, dependencies, model_files
 from .invokeai_config import config_folder, config_value
-from .providers import ORT_NAMES, installed_ort_distributions, plan_providers, torch_gpu_device, torch_route_installed
+from .providers import (GPU_DEVICE_KINDS, ORT_NAMES, installed_ort_distributions, plan_providers, torch_gpu_device,
+                        torch_route_installed)
 from .safe_install import package_command, reinstall_command, tool_or_none
 
 OPENCV_DISTRIBUTIONS = ("opencv-contrib-python", "opencv-python", "opencv-contrib-python-headless",
@@ -90,11 +91,8 @@ def opencv_report(say, in_invokeai: bool) -> list[str]:
     return []
 
 
-FAMILY_NOTES = {
-    "u2net": "",
-    "isnet": "",
+FAMILY_NOTES = {  # what the torch route does for a family beyond converting its file
     "birefnet": "; its deform convolutions run as torchvision.ops.deform_conv2d",
-    "bria": "",
     "sam": "; encoder and decoder; the decoder once more for each new prompt size",
 }
 
@@ -114,9 +112,9 @@ def routes_report(say, root: Optional[Path], available: Sequence[str]) -> list[s
     say()
     say(f"InvokeAI's device here: {device}; torch route (onnx2torch): {'installed' if torch_route else 'not installed'}")
     say("where each model family runs with execution provider 'auto':")
+    plan = plan_providers("auto", device, available, torch_route)  # the same route for every family
     for family in catalog.FAMILIES:
         names = [m.name for m in catalog.MODELS.values() if m.family == family]
-        plan = plan_providers("auto", device, available, torch_route)
         route = plan.description
         if plan.backend == "torch":
             route += f" (converted from its ONNX file on first use{FAMILY_NOTES.get(family, '')})"
@@ -126,8 +124,7 @@ def routes_report(say, root: Optional[Path], available: Sequence[str]) -> list[s
             route += f"; if that does not load or convert: {plan.fallback.description}"
         say(f"  {family:9} {', '.join(names)}")
         say(f"            -> {route}")
-    if device.split(":")[0] in ("cuda", "mps", "xpu") and not torch_route and not any(
-            p in available for p in ("CUDAExecutionProvider", "ROCMExecutionProvider")):
+    if device.split(":")[0] in GPU_DEVICE_KINDS and plan.backend != "torch" and plan.accelerator is None:
         from .dependencies import torch_route_command
 
         return [f"InvokeAI runs on {device} but the models run on the CPU: install onnx2torch so they run on "

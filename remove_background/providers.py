@@ -220,7 +220,7 @@ def _auto_plan(device: Optional[str], available: Sequence[str], torch_route: boo
     if gpu_device is None:
         return cpu  # the CPU: ONNX Runtime is faster than torch there
     if not torch_route:
-        _warn_fallback("auto", device or gpu_device, available)
+        _warn_no_gpu_route(device or gpu_device, available)
     return torch_next
 
 
@@ -271,7 +271,7 @@ def warn_once(key: tuple, message: str) -> None:
     log.warning("remove-background: %s", message)
 
 
-def _warn_fallback(choice: str, device: Optional[str], available: Sequence[str]) -> None:
+def _warn_no_gpu_route(device: Optional[str], available: Sequence[str]) -> None:
     """auto on a GPU device with neither ONNX Runtime's GPU provider nor the torch route installed."""
     from .dependencies import torch_route_command
 

@@ -25,9 +25,6 @@ import numpy as np
 from .catalog import ModelInfo
 from .errors import DeviceOutOfMemoryError
 
-Shapes = tuple[tuple[int, ...], ...]
-
-
 def expected_shapes(info: ModelInfo, file_index: int) -> dict:
     """The input shapes a file of ``info`` is fed (by input position or name)."""
     if info.output == "sam":
@@ -84,8 +81,7 @@ def _converted_model_class():
                         from .torch_convert import convert
 
                         new = convert(self.source, self.model_name, dict(enumerate(shapes)), self.frozen)
-                        param = next(iter(self.parameters()), None) or next(iter(self.buffers()), None)
-                        self.graphs[key] = new.to(param.device) if param is not None else new
+                        self.graphs[key] = new.to(module_device(self))
                     graph = self.graphs[key]
             return graph
 
@@ -109,22 +105,12 @@ def converted_model_class():
 
 def load_module(info: ModelInfo, path: Path, file_index: int = 0):
     """Convert the ONNX file ``path`` of ``info`` for the shapes it will be fed: a module on the CPU, fp32."""
-    import onnx
-
     from .torch_convert import convert
 
-    header = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in header.graph.initializer}
-    inputs = [i for i in header.graph.input if i.name not in initializers]
-    input_names = [i.name for i in inputs]
-    output_names = [o.name for o in header.graph.output]
-    del header
-    module = converted_model_class()(path, info.name, input_names, output_names, frozen_inputs(info, file_index))
-    wanted = expected_shapes(info, file_index)
-    shapes = [tuple(wanted.get(i, wanted.get(name, ()))) for i, name in enumerate(module.input_names)]
-    module.add_graph(shapes, convert(path, info.name, dict(enumerate(shapes)), module.frozen))
-    module.eval()
-    module.requires_grad_(False)
+    frozen = frozen_inputs(info, file_index)
+    graph = convert(path, info.name, expected_shapes(info, file_index), frozen)
+    module = converted_model_class()(path, info.name, graph.onnx_input_names, graph.onnx_output_names, frozen)
+    module.add_graph(graph.onnx_input_shapes, graph)
     return module
 
 

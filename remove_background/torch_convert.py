@@ -76,7 +76,8 @@ def fold(path: Path, shapes: Optional[InputShapes] = None, frozen: Optional[Mapp
 def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, frozen: Optional[Mapping] = None):
     """The torch module for the ONNX file at ``path`` (fp32, CPU, eval mode, no gradients). ``frozen``: inputs that
     are always fed the same value (name -> array), made constants so what depends on them folds too; the module
-    does not take them."""
+    does not take them. The module's ``onnx_input_names``, ``onnx_input_shapes`` and ``onnx_output_names`` are the
+    folded graph's inputs (in the order the module takes them), their fixed shapes, and its outputs."""
     try:
         from onnx2torch import convert as onnx2torch_convert
     except ImportError as e:
@@ -97,6 +98,11 @@ def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, f
                                    f"{type(e).__name__}: {e}") from None
     module.eval()
     module.requires_grad_(False)
+    initializers = {i.name for i in graph.graph.initializer}
+    inputs = [v for v in graph.graph.input if v.name not in initializers]
+    module.onnx_input_names = [v.name for v in inputs]  # the folded graph's: frozen inputs are constants now
+    module.onnx_input_shapes = [tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in inputs]
+    module.onnx_output_names = [v.name for v in graph.graph.output]
     return module
 
 

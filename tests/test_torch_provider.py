@@ -256,3 +256,16 @@ def test_segment_anything_through_torch_equals_onnx_runtime(tmp_path, size, poin
     prompt = sam_prompt(RemovalOptions(sam_point=point, sam_box=box))
     ours = sam.predict(*on_torch.sessions, image, prompt)
     assert np.array_equal(ours, sam.predict(*on_ort.sessions, image, prompt)) and 0 < (ours > 0).mean() < 1
+
+
+def test_a_new_input_shape_gets_its_own_conversion_on_the_modules_device(real_models):
+    """A converted module fed another shape (as SAM's decoder is, for another prompt size) converts once more for
+    it, on the device its weights are on; u2netp has real parameters, unlike the small SAM graphs."""
+    from remove_background import catalog, torch_backend
+
+    module = torch_backend.load_module(catalog.MODELS["u2netp"], real_models / "u2netp.onnx")
+    with torch.inference_mode():
+        out = module(torch.rand(1, 3, 160, 160))
+        module(torch.rand(1, 3, 160, 160))
+    assert out[0].shape == (1, 1, 160, 160) and len(module.graphs) == 2
+    assert {p.device.type for p in module.parameters()} == {"cpu"}
