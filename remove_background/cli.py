@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from . import catalog
+from .batch_outputs import IMAGE_SUFFIXES  # one list of the image files both commands read
 from .errors import ModelChecksumError, ModelNotAvailableError, RemoveBackgroundError
 from .options import RemovalOptions, add_command_line, from_arguments
 
 MODEL_ERRORS = (ModelNotAvailableError, ModelChecksumError)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
