@@ -42,17 +42,18 @@ SHIM = "remove_background_node"  # must differ from the package name, or the shi
 
 
 def _load(module: str):
-    """A stdlib-only module of the package, loaded by path: the package is not installed yet."""
-    spec = importlib.util.spec_from_file_location(f"_rb_{module}", REPO / "remove_background" / f"{module}.py")
+    """A stdlib-only module of the package (``folder/name``), loaded by path: the package is not installed yet."""
+    spec = importlib.util.spec_from_file_location(f"_rb_{module.replace('/', '_')}",
+                                                  REPO / "remove_background" / f"{module}.py")
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = loaded  # dataclasses look their module up while the class is created
     spec.loader.exec_module(loaded)
     return loaded
 
 
-config_folder = _load("invokeai_config").config_folder
-safe = _load("safe_install")
-support = _load("invokeai_support")
+config_folder = _load("invokeai_adapter/config").config_folder
+safe = _load("install/safe_install")
+support = _load("invokeai_adapter/releases")
 
 SHIM_INIT = '''"""Node-pack shim written by remove-background's install.py: loads the installed package.
 

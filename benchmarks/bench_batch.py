@@ -135,7 +135,7 @@ def raw_rate(model_file: Path, inputs: list, workers: int, threads: int, provide
     """images/s of ``session.run`` alone: ``workers`` sessions of ``threads`` ORT threads, one Python thread each."""
     import onnxruntime as ort
 
-    from remove_background import sessions
+    from remove_background.backends import models as sessions
 
     if provider not in ort.get_available_providers():  # ORT would quietly fall back to the CPU
         raise RuntimeError(f"{provider} is not in this onnxruntime ({ort.get_available_providers()})")
@@ -170,8 +170,9 @@ def raw_rate(model_file: Path, inputs: list, workers: int, threads: int, provide
 
 
 def model_inputs(paths: list[Path]) -> list:
-    from remove_background import catalog, inference
-    from remove_background.images import to_rgb_alpha
+    from remove_background import catalog
+    from remove_background.imaging import resample as inference
+    from remove_background.imaging.decode import to_rgb_alpha
 
     info = catalog.get_model("u2netp")
     out = []
@@ -184,7 +185,8 @@ def model_inputs(paths: list[Path]) -> list:
 
 def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float]:
     """(steady images/s, wall s) of the plain CLI loop over the folder."""
-    from remove_background import cli, sessions
+    from remove_background.cli import commands as cli
+    from remove_background.backends import models as sessions
 
     sessions.clear_sessions()
     stamps = []
@@ -209,7 +211,7 @@ def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float
 def ray_run(paths_dir: Path, out: Path, models_dir: Path, workers: int, at_once: int = None,
             gpus_per_worker: float = None) -> tuple[float, float, float]:
     """(steady images/s, wall s, seconds of one CPU model run measured inside the workers; 0 on GPUs)."""
-    from remove_background import batch
+    from remove_background.batch import ray_job as batch
 
     stamps = []
     t0 = time.perf_counter()
@@ -328,7 +330,8 @@ def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file
 
 
 def part_threads(args, paths: list[Path], models_dir: Path) -> None:
-    from remove_background import remove, sessions
+    from remove_background import remove
+    from remove_background.backends import models as sessions
 
     images = []
     for p in paths[: args.thread_images]:

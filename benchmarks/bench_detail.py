@@ -151,7 +151,7 @@ def metrics(mask: np.ndarray, alpha: np.ndarray) -> dict[str, float]:
 
 def single_pass(loaded, rgb: Image.Image):
     """The pipeline's single pass: (model-size mask, full-size mask)."""
-    from remove_background import inference
+    from remove_background.imaging import resample as inference
 
     x, _ = inference.model_input(rgb, loaded.info)
     outputs = loaded.main.run(None, {loaded.main.get_inputs()[0].name: x})
@@ -160,7 +160,7 @@ def single_pass(loaded, rgb: Image.Image):
 
 
 def high(loaded, rgb: Image.Image) -> np.ndarray:
-    from remove_background.detail import detailed_mask
+    from remove_background.imaging.detail import detailed_mask
 
     low, full = single_pass(loaded, rgb)
     return detailed_mask(loaded, rgb, low, full)

@@ -86,7 +86,7 @@ def ort_settings_table(model_path: Path, x: np.ndarray, repeats: int) -> None:
     """Raw session.run under each ONNX Runtime setting we considered, against ORT's defaults, side by side."""
     import onnxruntime as ort
 
-    from remove_background import sessions
+    from remove_background.backends import models as sessions
 
     def opts(**changes):
         o = ort.SessionOptions()
@@ -144,7 +144,9 @@ def main() -> int:
     from skimage import data
 
     import remove_background as rb
-    from remove_background import catalog, inference, sessions
+    from remove_background import catalog
+    from remove_background.imaging import resample as inference
+    from remove_background.backends import models as sessions
     from remove_background.pipeline import load_model
 
     info = catalog.get_model(args.model)
@@ -163,7 +165,7 @@ def main() -> int:
         from invokeai_services import build_services, run_node
 
         services = build_services(Path(tempfile.mkdtemp(prefix="bench-invokeai-")))
-        from remove_background import invocation as node_mod
+        from remove_background.invokeai_adapter import node as node_mod
         from invokeai.app.services.image_records.image_records_common import ImageCategory, ResourceOrigin
         from invokeai.invocation_api import ImageField
 
@@ -265,7 +267,7 @@ def main() -> int:
         print(" | ".join(cells), flush=True)
     print("\nraw = session.run on the model input only; x = ratio to raw (warm); c = cold (first call, with session"
           " creation);\n(save) = the node's two saves to the image store (PNG encoding by InvokeAI), included in its time.")
-    from remove_background.buffers import BUFFERS
+    from remove_background.imaging.buffers import BUFFERS
 
     print(f"Peak extra RSS is over the RSS before the call; between calls ours keeps {BUFFERS.idle_bytes() / 1e6:.0f} MB "
           f"of idle pixel buffers for reuse (limit {BUFFERS.limit >> 20} MiB, REMOVE_BACKGROUND_BUFFER_MB).")

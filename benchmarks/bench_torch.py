@@ -50,7 +50,7 @@ class HalfSession:
     def __init__(self, session):
         import copy
 
-        from remove_background.torch_backend import TorchSession
+        from remove_background.backends.pytorch.session import TorchSession
 
         self.inner = TorchSession(copy.deepcopy(session.module).half(), session.model)
         self.device = self.inner.device
@@ -75,10 +75,14 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def bench(model: str, side: int, models_dir: Path, device: str, half: bool, rounds: int) -> dict:
     import torch
 
-    from remove_background import catalog, inference, remove, sessions
-    from remove_background.device_pipeline import DevicePipeline
+    from remove_background import catalog, remove
+
+    from remove_background.imaging import resample as inference
+
+    from remove_background.backends import models as sessions
+    from remove_background.backends.pytorch.device_work import DevicePipeline
     from remove_background.pipeline import load_model
-    from remove_background.providers import plan_providers
+    from remove_background.backends.routes import plan_providers
 
     info = catalog.MODELS[model]
     image = photo(side)
@@ -154,8 +158,12 @@ def eviction(model: str, models_dir: Path, device: str) -> dict:
     """GPU memory before loading, with the model, and after it leaves our cache and InvokeAI's ModelCache."""
     import torch
 
-    from remove_background import catalog, sessions, torch_backend
-    from remove_background.providers import plan_providers
+    from remove_background import catalog
+
+    from remove_background.backends import models as sessions
+
+    from remove_background.backends.pytorch import session as torch_backend
+    from remove_background.backends.routes import plan_providers
 
     out: dict = {}
     dev = torch.device(device if ":" in device else f"{device}:0")

@@ -12,7 +12,7 @@ import sys
 
 __version__ = "1.2.0"  # 1.2: the torch execution provider (auto runs on InvokeAI's GPU); 1.1: mask_tensor, edge_detail
 
-from .buffers import clear_buffers  # noqa: E402
+from .imaging.buffers import clear_buffers  # noqa: E402
 from .catalog import MODEL_NAMES, MODELS  # noqa: E402
 from .errors import (  # noqa: E402
     DependencyMissingError,
@@ -24,10 +24,10 @@ from .errors import (  # noqa: E402
 )
 from .options import RemovalOptions  # noqa: E402
 from .pipeline import RemovalResult, load_model, remove  # noqa: E402
-from .sessions import clear_sessions  # noqa: E402
+from .backends.models import clear_sessions  # noqa: E402
 
 if "invokeai.app.invocations" in sys.modules:  # InvokeAI is loading node packs (4.x: before baseinvocation)
-    from .invokeai_support import require_supported_invokeai  # noqa: E402
+    from .invokeai_adapter.releases import require_supported_invokeai  # noqa: E402
 
     require_supported_invokeai()  # older: one clear line in its log, not a silent or later failure
 if "invokeai.app.invocations.baseinvocation" in sys.modules:  # loaded by InvokeAI: register the node

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from .catalog import DEFAULT_MODEL, MODELS
 from .errors import check_range
-from .providers import PROVIDER_CHOICES
+from .backends.routes import PROVIDER_CHOICES
 
 GROUPS = {
     "model": "model",
@@ -121,14 +121,14 @@ class RemovalOptions:
     @property
     def mask(self):
         """The refine steps' parameters (refine.py)."""
-        from .refine import MaskOptions
+        from .imaging.refine import MaskOptions
 
         return MaskOptions(self.post_process_mask, self.mask_threshold, self.mask_grow, self.mask_blur, self.mask_invert)
 
     @property
     def matting(self):
         """The alpha matting parameters (matting.py)."""
-        from .matting import MattingOptions
+        from .imaging.matting import MattingOptions
 
         return MattingOptions(self.alpha_matting, self.alpha_matting_foreground_threshold,
                               self.alpha_matting_background_threshold, self.alpha_matting_erode_size)

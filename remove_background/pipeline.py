@@ -20,14 +20,26 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from . import catalog, dependencies, detail, inference, model_files, sam, sessions
-from .compositing import combine_alpha, cutout, over_background
-from .images import is_flat, to_rgb_alpha
-from .matting import alpha_matte
-from .matting import decontaminate as decontaminate_colours
+from . import catalog
+
+from .install import dependencies
+
+from .imaging import detail
+
+from .imaging import resample as inference
+
+from . import model_files
+
+from .families import sam
+
+from .backends import models as sessions
+from .imaging.compositing import combine_alpha, cutout, over_background
+from .imaging.decode import is_flat, to_rgb_alpha
+from .imaging.matting import alpha_matte
+from .imaging.matting import decontaminate as decontaminate_colours
 from .options import RemovalOptions, sam_prompt
-from .providers import plan_providers
-from .refine import refine
+from .backends.routes import plan_providers
+from .imaging.refine import refine
 
 
 @dataclass

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 import fetch_weights  # noqa: E402
-from remove_background import matting, remove  # noqa: E402
+from remove_background import remove  # noqa: E402
+from remove_background.imaging import matting
 
 TILE = 256
 

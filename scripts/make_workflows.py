@@ -29,7 +29,7 @@ SKIP_INPUTS = {"id", "type", "is_intermediate", "use_cache"}
 
 def node_inputs() -> dict:
     import invokeai.app.invocations.baseinvocation  # noqa: F401  (InvokeAI must be imported first)
-    from remove_background.invocation import RemoveBackgroundInvocation
+    from remove_background.invokeai_adapter.node import RemoveBackgroundInvocation
 
     inputs = {}
     for name, field in RemoveBackgroundInvocation.model_fields.items():

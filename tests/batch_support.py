@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from remove_background import batch
-from remove_background import batch_outputs as bo
+from remove_background.batch import ray_job as batch
+from remove_background.batch import outputs as bo
 from remove_background.pipeline import remove
 
 OPTIONS = {"model": "u2netp"}

@@ -28,7 +28,7 @@ def _isolate_rembg_home(tmp_path_factory, monkeypatch):
 @pytest.fixture(autouse=True)
 def _fresh_warnings(monkeypatch):
     """Each test sees its own once-only warnings (providers.warn_once), whatever ran before it."""
-    from remove_background import providers
+    from remove_background.backends import routes as providers
 
     monkeypatch.setattr(providers, "_warned", set())
 

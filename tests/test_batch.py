@@ -17,8 +17,10 @@ from PIL import Image
 
 ray = pytest.importorskip("ray", reason="the batch path needs the 'ray' extra")
 
-from remove_background import batch, cli  # noqa: E402
-from remove_background import batch_outputs as bo  # noqa: E402
+from remove_background.batch import ray_job as batch  # noqa: E402
+
+from remove_background.cli import commands as cli
+from remove_background.batch import outputs as bo  # noqa: E402
 from remove_background.errors import ModelNotAvailableError, ProviderUnavailableError  # noqa: E402
 from remove_background.pipeline import remove  # noqa: E402
 
@@ -197,7 +199,7 @@ def test_bad_option_is_named(images, weights, tmp_path):
 def test_worker_overlaps_two_images_with_one_model_run_at_a_time(weights, images):
     """In a CPU worker, two images are in flight (one decodes/encodes while the other runs the model), yet the
     model runs one at a time (the worker's ORT threads are its share of the cores), with the very same bytes."""
-    from remove_background import sessions
+    from remove_background.backends import models as sessions
 
     files = sorted(images.glob("*.*"))[:6]
     batch_in = {"path": [str(p) for p in files], "bytes": [p.read_bytes() for p in files]}

@@ -22,7 +22,8 @@ from batch_support import (  # noqa: E402
     private_ray_tmp,
     worker_processes,
 )
-from remove_background import batch, cli  # noqa: E402
+from remove_background.batch import ray_job as batch  # noqa: E402
+from remove_background.cli import commands as cli
 
 pytestmark = pytest.mark.slow
 

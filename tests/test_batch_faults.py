@@ -36,8 +36,8 @@ from batch_support import (  # noqa: E402
     private_ray_tmp,
     worker_processes,
 )
-from remove_background import batch  # noqa: E402
-from remove_background import batch_outputs as bo  # noqa: E402
+from remove_background.batch import ray_job as batch  # noqa: E402
+from remove_background.batch import outputs as bo  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from remove_background import batch_outputs as bo
-from remove_background import cli
+from remove_background.batch import outputs as bo
+from remove_background.cli import commands as cli
 
 OPTIONS = {"model": "u2netp", "mask_blur": 1.5}
 
@@ -197,7 +197,7 @@ def test_batch_command_without_ray_is_exit_2(tmp_path, monkeypatch, capsys):
 def test_batch_command_reports_an_unwritable_folder_in_one_message(tmp_path, monkeypatch, capsys):
     """An output folder that cannot be written is one message naming the folder and the OSError (no traceback, no
     line per file), what stays written, and exit code 2; the same at the start as mid-job."""
-    from remove_background import batch
+    from remove_background.batch import ray_job as batch
 
     def stopped(*args, **kwargs):
         error = bo.OutputFolderError(tmp_path / "out", PermissionError(13, "Permission denied", "/x/.a.png.rb-tmp-1"))

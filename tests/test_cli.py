@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import horse_scene
-from remove_background import cli, doctor
+from remove_background.cli import commands as cli
+from remove_background.cli import doctor
 
 EXE = Path(sys.executable).with_name("remove-background")
 

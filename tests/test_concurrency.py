@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from remove_background import buffers, halves, remove, sessions
+from remove_background import remove
+
+from remove_background.imaging import buffers
+
+from remove_background.imaging import halves
+
+from remove_background.backends import models as sessions
 
 WITH_CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 DEVICES = ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]

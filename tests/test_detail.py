@@ -18,7 +18,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_detail  # noqa: E402
 
-from remove_background import detail, inference  # noqa: E402
+from remove_background.imaging import detail  # noqa: E402
+
+from remove_background.imaging import resample as inference
 
 
 @pytest.fixture

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from remove_background import buffers, compositing, halves, inference
+from remove_background.imaging import buffers
+
+from remove_background.imaging import compositing
+
+from remove_background.imaging import halves
+
+from remove_background.imaging import resample as inference
 
 LANCZOS = Image.Resampling.LANCZOS
 

@@ -23,7 +23,7 @@ import pristine
 from conftest import ROOT, horse_scene, png
 from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
 from remove_background import remove
-from remove_background.invokeai_support import MIN_INVOKEAI, release
+from remove_background.invokeai_adapter.releases import MIN_INVOKEAI, release
 from test_install_pristine import OURS, assert_only_added
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

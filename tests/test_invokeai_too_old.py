@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from remove_background.invokeai_support import (
+from remove_background.invokeai_adapter.releases import (
     MIN_INVOKEAI,
     UnsupportedInvokeAIError,
     release,
@@ -72,7 +72,7 @@ def load(nodes, version: str) -> str:
 ])
 def test_the_version_check(found, refused, monkeypatch):
     if found is None:  # InvokeAI's version cannot be told: let it through
-        monkeypatch.setattr("remove_background.invokeai_support.invokeai_version", lambda: None)
+        monkeypatch.setattr("remove_background.invokeai_adapter.releases.invokeai_version", lambda: None)
     if refused:
         with pytest.raises(UnsupportedInvokeAIError) as e:
             require_supported_invokeai(found)

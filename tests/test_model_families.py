@@ -36,7 +36,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from remove_background import catalog, sessions
+from remove_background import catalog
+
+from remove_background.backends import models as sessions
 from remove_background.pipeline import remove
 
 onnx = pytest.importorskip("onnx")
@@ -48,7 +50,7 @@ def _providers() -> list[str]:
     """Where ours runs: ONNX Runtime's CPU, and PyTorch where that backend exists; on the CPU a torch model runs
     with the host's pre- and post-processing, so "torch-device" also runs the device pipeline a GPU would use
     (device_pipeline.py), here on the CPU."""
-    from remove_background.providers import PROVIDER_CHOICES
+    from remove_background.backends.routes import PROVIDER_CHOICES
 
     found = ["cpu"]
     if "torch" in PROVIDER_CHOICES and importlib.util.find_spec("onnx2torch") is not None:

@@ -87,7 +87,7 @@ def test_node_in_real_invokeai_services(astronaut, tmp_path_factory, u2netp_file
     from invokeai.invocation_api import ImageField
 
     import fetch_weights
-    from remove_background import invocation
+    from remove_background.invokeai_adapter import node as invocation
 
     fetch_weights.place(services.configuration.models_path / "rembg")
     name = services.images.create(image=astronaut, image_origin=ResourceOrigin.EXTERNAL,

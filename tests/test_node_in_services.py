@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def invokeai(tmp_path_factory, u2netp_file):
     root = tmp_path_factory.mktemp("invokeai_root")
     services = build_services(root)
-    from remove_background import invocation  # registers the node (InvokeAI is imported now)
+    from remove_background.invokeai_adapter import node as invocation  # registers the node (InvokeAI is imported now)
     import fetch_weights
 
     fetch_weights.place(services.configuration.models_path / "rembg")
@@ -91,7 +91,7 @@ def test_the_model_lives_in_invokeai_model_cache(invokeai, provider, key_suffix)
     second run finds it there."""
     services, invocation = invokeai
     from invokeai.invocation_api import ImageField
-    from remove_background import sessions
+    from remove_background.backends import models as sessions
 
     sessions.clear_sessions()
     ram_cache = services.model_manager.load.ram_cache

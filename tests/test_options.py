@@ -9,7 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import horse_scene
-from remove_background import compositing, matting, refine, remove
+from remove_background import remove
+from remove_background.imaging import compositing
+from remove_background.imaging import matting
+from remove_background.imaging import refine
 from remove_background.options import RemovalOptions, sam_prompt
 
 
@@ -176,7 +179,7 @@ def test_sam_prompt_shapes():
 
 
 def test_cloth_categories_give_one_mask_each():
-    from remove_background import inference
+    from remove_background.imaging import resample as inference
 
     logits = np.zeros((1, 4, 6, 6), np.float32)
     logits[0, 1, :2] = 5  # upper rows

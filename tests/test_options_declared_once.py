@@ -9,7 +9,9 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from remove_background import RemovalOptions, cli, remove
+from remove_background import RemovalOptions, remove
+
+from remove_background.cli import commands as cli
 from remove_background.options import FIELDS, NAMES, flag, node_name
 
 INVOKEAI_OWN = {"id", "type", "is_intermediate", "use_cache", "board", "metadata", "image"}
@@ -18,7 +20,7 @@ INVOKEAI_OWN = {"id", "type", "is_intermediate", "use_cache", "board", "metadata
 @pytest.fixture(scope="module")
 def node():
     pytest.importorskip("invokeai")
-    from remove_background import invocation
+    from remove_background.invokeai_adapter import node as invocation
 
     return invocation
 

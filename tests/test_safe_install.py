@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
-from remove_background import dependencies, doctor, safe_install
+from remove_background.install import dependencies
+
+from remove_background.cli import doctor
+
+from remove_background.install import safe_install
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from remove_background import sam
+from remove_background.families import sam
 from remove_background.options import RemovalOptions, sam_prompt as options_prompt
 
 
@@ -120,7 +120,7 @@ def test_sam_prompt_types_and_errors():
 def _content_providers() -> list[str]:
     import importlib.util
 
-    from remove_background.providers import PROVIDER_CHOICES
+    from remove_background.backends.routes import PROVIDER_CHOICES
 
     torch = "torch" in PROVIDER_CHOICES and importlib.util.find_spec("onnx2torch") is not None
     return ["cpu", "torch"] if torch else ["cpu"]
@@ -199,7 +199,9 @@ def test_sam_mask_follows_the_image_as_rembgs_does(provider):
     from rembg.sessions.sam import SamSession
     from skimage import data
 
-    from remove_background import catalog, remove, sessions
+    from remove_background import catalog, remove
+
+    from remove_background.backends import models as sessions
 
     folder = Path(os.environ["U2NET_HOME"])  # per test (conftest.py); rembg and we both look here
     for spec, graph in zip(catalog.MODELS["sam"].files, _content_graphs()):

@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from remove_background import catalog, sessions
+from remove_background import catalog
+
+from remove_background.backends import models as sessions
 from remove_background.errors import ProviderUnavailableError
-from remove_background.providers import check_loaded, plan_providers
-from remove_background.sessions import SessionCache
+from remove_background.backends.routes import check_loaded, plan_providers
+from remove_background.backends.models import SessionCache
 
 CPU_ONLY = ["CPUExecutionProvider"]
 WITH_CUDA = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -114,7 +116,7 @@ def test_auto_on_a_gpu_without_any_gpu_route_warns_once_and_uses_cpu(caplog):
 
 
 def test_explicit_torch_outside_invokeai_uses_torchs_own_device(monkeypatch):
-    from remove_background import providers
+    from remove_background.backends import routes as providers
 
     monkeypatch.setattr(providers, "torch_gpu_device", lambda: None)
     plan = plan_providers("torch", available=CPU_ONLY, torch_route=True)
@@ -160,7 +162,9 @@ def test_auto_provider_that_fails_to_load_runs_the_next_route_with_one_warning_m
     import onnxruntime as ort
     from PIL import Image
 
-    from remove_background import providers, remove
+    from remove_background import remove
+
+    from remove_background.backends import routes as providers
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: WITH_CUDA)
     monkeypatch.setattr(providers, "torch_route_installed", lambda: False)
@@ -193,7 +197,7 @@ def test_unknown_provider_is_rejected():
 
 
 def test_both_onnxruntime_packages_installed_is_named_in_the_fix_mocked_cuda_provider(monkeypatch):
-    from remove_background import providers
+    from remove_background.backends import routes as providers
 
     monkeypatch.setattr(providers, "installed_ort_distributions",
                         lambda: ["onnxruntime==1.19.2", "onnxruntime-gpu==1.19.2"])

@@ -20,8 +20,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import torch_nets
-from remove_background import onnx_rewrites, torch_convert, torch_converters
-from remove_background.onnx_rewrites import DOMAIN, DOMAIN_VERSION
+from remove_background.backends.pytorch import rewrites as onnx_rewrites
+from remove_background.backends.pytorch import convert as torch_convert
+from remove_background.backends.pytorch import converters as torch_converters
+from remove_background.backends.pytorch.rewrites import DOMAIN, DOMAIN_VERSION
 
 # onnx2torch modules that read a tensor back to the host on every run (tolist/numpy/item, torch.Size(tensor))
 HOST_SYNC = {"OnnxResize", "OnnxReshape", "OnnxSlice", "OnnxExpand", "OnnxTile", "OnnxPadDynamic", "OnnxSplit13",

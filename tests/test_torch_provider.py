@@ -20,8 +20,10 @@ from test_pipeline import scene_in_mode
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")
 
-from remove_background import errors, remove, sessions  # noqa: E402
-from remove_background.device_pipeline import DevicePipeline, lanczos_matrix  # noqa: E402
+from remove_background import errors, remove  # noqa: E402
+
+from remove_background.backends import models as sessions
+from remove_background.backends.pytorch.device_work import DevicePipeline, lanczos_matrix  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +114,8 @@ def test_flat_image_through_torch_gives_an_empty_mask(real_models, pipeline_side
 def test_device_downscale_is_pil_lanczos(real_models):
     """The device downscale (box reduction + PIL's LANCZOS coefficients as matrix products) equals
     inference.downscale (PIL itself) within one grey level, on odd sizes."""
-    from remove_background import catalog, inference
+    from remove_background import catalog
+    from remove_background.imaging import resample as inference
     from remove_background.pipeline import load_model
 
     loaded = load_model("u2netp", "torch", real_models)
@@ -134,7 +137,8 @@ def test_lanczos_weights_are_normalised_per_output_pixel():
 
 def test_converted_u2netp_passes_torch_export(real_models):
     """Folded shapes: the converted module reads no tensor back to the host, so torch.export takes it whole."""
-    from remove_background import catalog, torch_backend
+    from remove_background import catalog
+    from remove_background.backends.pytorch import session as torch_backend
 
     module = torch_backend.load_module(catalog.MODELS["u2netp"], real_models / "u2netp.onnx")
     x = torch.rand(1, 3, 320, 320)
@@ -162,8 +166,9 @@ def unconvertible_model(path):
 
 
 def test_a_graph_that_cannot_convert_names_model_operator_and_provider(tmp_path, monkeypatch):
-    from remove_background import catalog, sessions as sess
-    from remove_background.providers import plan_providers
+    from remove_background import catalog
+    from remove_background.backends import models as sess
+    from remove_background.backends.routes import plan_providers
 
     path = unconvertible_model(tmp_path / "u2netp.onnx")
     with pytest.raises(errors.TorchConversionError) as e:
@@ -174,8 +179,9 @@ def test_a_graph_that_cannot_convert_names_model_operator_and_provider(tmp_path,
 
 def test_auto_falls_back_to_onnx_runtime_when_the_graph_cannot_convert_mocked_gpu(tmp_path, caplog):
     """auto on a (mocked) GPU device picks torch; the graph does not convert: ONNX Runtime on the CPU, one warning."""
-    from remove_background import catalog, sessions as sess
-    from remove_background.providers import plan_providers
+    from remove_background import catalog
+    from remove_background.backends import models as sess
+    from remove_background.backends.routes import plan_providers
 
     path = unconvertible_model(tmp_path / "u2netp.onnx")
     plan = plan_providers("auto", "cuda:0", available=["CPUExecutionProvider"], torch_route=True)
@@ -190,7 +196,7 @@ def test_auto_falls_back_to_onnx_runtime_when_the_graph_cannot_convert_mocked_gp
 def test_gpu_out_of_memory_is_a_clear_error_mocked_gpu(real_models, monkeypatch, pipeline_side):
     """A (mocked) CUDA out-of-memory during the run: DeviceOutOfMemoryError with what to do, nothing half-done, and
     the next run works."""
-    from remove_background import torch_backend
+    from remove_background.backends.pytorch import session as torch_backend
 
     real = torch_backend.TorchSession.run_tensors
     calls = []
@@ -214,7 +220,7 @@ def test_gpu_out_of_memory_is_a_clear_error_mocked_gpu(real_models, monkeypatch,
 
 
 def test_out_of_memory_is_recognised_in_torch_and_mps_forms():
-    from remove_background import torch_backend
+    from remove_background.backends.pytorch import session as torch_backend
 
     assert torch_backend.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory."))
     assert torch_backend.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 8 GB)"))
@@ -222,7 +228,7 @@ def test_out_of_memory_is_recognised_in_torch_and_mps_forms():
 
 
 def test_torch_provider_without_onnx2torch_is_a_clear_error(real_models, monkeypatch):
-    from remove_background import providers
+    from remove_background.backends import routes as providers
 
     monkeypatch.setattr(providers, "torch_route_installed", lambda: False)
     with pytest.raises(errors.DependencyMissingError) as e:
@@ -237,9 +243,11 @@ def test_segment_anything_through_torch_equals_onnx_runtime(tmp_path, size, poin
     orig_im_size is folded in, a prompt of another size gets its own conversion; masks equal ONNX Runtime's."""
     import onnx
 
-    from remove_background import catalog, sam
+    from remove_background import catalog
+
+    from remove_background.families import sam
     from remove_background.options import RemovalOptions, sam_prompt
-    from remove_background.providers import plan_providers
+    from remove_background.backends.routes import plan_providers
     from test_sam import graph_models
 
     paths = []
@@ -261,7 +269,8 @@ def test_segment_anything_through_torch_equals_onnx_runtime(tmp_path, size, poin
 def test_a_new_input_shape_gets_its_own_conversion_on_the_modules_device(real_models):
     """A converted module fed another shape (as SAM's decoder is, for another prompt size) converts once more for
     it, on the device its weights are on; u2netp has real parameters, unlike the small SAM graphs."""
-    from remove_background import catalog, torch_backend
+    from remove_background import catalog
+    from remove_background.backends.pytorch import session as torch_backend
 
     module = torch_backend.load_module(catalog.MODELS["u2netp"], real_models / "u2netp.onnx")
     with torch.inference_mode():

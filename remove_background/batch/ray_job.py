@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
-from .batch_outputs import OutputFolder, OutputFolderError, collect_inputs
-from .errors import DependencyMissingError, ProviderUnavailableError
+from .outputs import OutputFolder, OutputFolderError, collect_inputs
+from ..errors import DependencyMissingError, ProviderUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ TASK_RETRIES = 3  # a call whose worker died is retried this often on a restarte
 def build_options(options: Union[dict, Any, None] = None):
     """A ``RemovalOptions`` from a dict of option keywords (or a ``RemovalOptions``, or None for the defaults).
     ValueError/TypeError name the bad option."""
-    from .options import RemovalOptions
+    from ..options import RemovalOptions
 
     if isinstance(options, RemovalOptions):
         return options
@@ -63,7 +63,7 @@ def options_record(options) -> dict:
 
 def remove_one(image, options, models_dir, device, allow_download):
     """The single-image API, exactly as the CLI calls it."""
-    from .pipeline import remove
+    from ..pipeline import remove
 
     return remove(image, options, models_dir=models_dir, device=device, allow_download=allow_download)
 
@@ -99,7 +99,7 @@ class _Remover:
         if ort_threads:
             os.environ["OMP_NUM_THREADS"] = str(ort_threads)  # sessions.session_options reads it
         if cpu_runs:
-            from . import sessions
+            from ..backends import models as sessions
 
             sessions.CPU_GATE.reset(cpu_runs)
         self.options = build_options(options)
@@ -111,7 +111,7 @@ class _Remover:
             from concurrent.futures import ThreadPoolExecutor
 
             self.pool = ThreadPoolExecutor(images_at_once, thread_name_prefix="remove-background-image")
-        from .pipeline import load_model
+        from ..pipeline import load_model
 
         load_model(self.options.model, self.options.provider, models_dir, device, allow_download=allow_download)
 
@@ -135,7 +135,7 @@ class _Remover:
         return cut, mask, error, time.perf_counter() - t0
 
     def __call__(self, batch: dict) -> dict:
-        from .sessions import CPU_GATE
+        from ..backends.models import CPU_GATE
 
         started = time.time()
         data = list(batch["bytes"])
@@ -189,8 +189,8 @@ def _progress_bar(total: int, enabled: bool):
 def preflight(options, models_dir, allow_download: bool, device: Optional[str] = None) -> None:
     """Check the model files and the provider once, before any work: raises ModelNotAvailableError,
     ModelChecksumError or ProviderUnavailableError with the usual messages."""
-    from .pipeline import load_model
-    from .sessions import clear_sessions
+    from ..pipeline import load_model
+    from ..backends.models import clear_sessions
 
     load_model(options.model, options.provider, models_dir, device, allow_download=allow_download)
     clear_sessions()  # the driver does not run the model; the actors have their own sessions

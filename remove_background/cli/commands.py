@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
-from . import catalog
-from .batch_outputs import IMAGE_SUFFIXES  # one list of the image files both commands read
-from .errors import ModelChecksumError, ModelNotAvailableError, RemoveBackgroundError
-from .options import RemovalOptions, add_command_line, from_arguments
+from .. import catalog
+from ..batch.outputs import IMAGE_SUFFIXES  # one list of the image files both commands read
+from ..errors import ModelChecksumError, ModelNotAvailableError, RemoveBackgroundError
+from ..options import RemovalOptions, add_command_line, from_arguments
 
 MODEL_ERRORS = (ModelNotAvailableError, ModelChecksumError)
 
@@ -52,7 +52,7 @@ def _progress(items, total):
 def remove_files(args: argparse.Namespace, options: RemovalOptions) -> int:
     from PIL import Image
 
-    from .pipeline import remove
+    from ..pipeline import remove
 
     inputs = collect_inputs(args.inputs, args.recursive)
     if not inputs:
@@ -89,8 +89,8 @@ def remove_files(args: argparse.Namespace, options: RemovalOptions) -> int:
 
 
 def batch_parser() -> argparse.ArgumentParser:
-    from .batch import DEFAULT_BATCH_SIZE, PNG_LEVEL
-    from .batch_outputs import MANIFEST_NAME
+    from ..batch.ray_job import DEFAULT_BATCH_SIZE, PNG_LEVEL
+    from ..batch.outputs import MANIFEST_NAME
 
     p = argparse.ArgumentParser(
         prog="remove-background batch",
@@ -125,8 +125,8 @@ def batch_main(argv: Optional[list] = None) -> int:
     """``remove-background batch ...`` (argv without the word ``batch``). Exit 0: all written; 1: some files failed
     (see the manifest); 2: the job did not run or stopped (bad options, missing model, unavailable provider, no
     inputs, an output folder that cannot be written)."""
-    from .batch import run_batch
-    from .batch_outputs import OutputFolderError
+    from ..batch.ray_job import run_batch
+    from ..batch.outputs import OutputFolderError
 
     p = batch_parser()
     args = p.parse_args(argv)
@@ -182,7 +182,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.add_argument("models", nargs="+", choices=catalog.MODEL_NAMES)
         p.add_argument("--models-dir", type=Path, required=True)
         a = p.parse_args(argv[1:])
-        from . import model_files
+        from .. import model_files
 
         for name in a.models:
             for path in model_files.ensure_model(catalog.get_model(name), a.models_dir,

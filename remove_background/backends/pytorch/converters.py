@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .onnx_rewrites import DOMAIN, DOMAIN_VERSION
+from .rewrites import DOMAIN, DOMAIN_VERSION
 
 _registered = False
 _lock = threading.Lock()

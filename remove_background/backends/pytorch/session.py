@@ -22,13 +22,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .catalog import ModelInfo
-from .errors import DeviceOutOfMemoryError
+from ...catalog import ModelInfo
+from ...errors import DeviceOutOfMemoryError
 
 def expected_shapes(info: ModelInfo, file_index: int) -> dict:
     """The input shapes a file of ``info`` is fed (by input position or name)."""
     if info.output == "sam":
-        from . import sam
+        from ...families import sam
 
         return sam.torch_input_shapes(file_index)
     return {0: (1, 3, info.input_size, info.input_size)}  # by position: the one image input
@@ -37,7 +37,7 @@ def expected_shapes(info: ModelInfo, file_index: int) -> dict:
 def frozen_inputs(info: ModelInfo, file_index: int) -> dict:
     """Inputs a file of ``info`` is always fed the same value (name -> array): folded into the graph."""
     if info.output == "sam":
-        from . import sam
+        from ...families import sam
 
         return sam.torch_frozen_inputs(file_index)
     return {}
@@ -78,7 +78,7 @@ def _converted_model_class():
             if graph is None:
                 with self._lock:
                     if key not in self.graphs:
-                        from .torch_convert import convert
+                        from .convert import convert
 
                         new = convert(self.source, self.model_name, dict(enumerate(shapes)), self.frozen)
                         self.graphs[key] = new.to(module_device(self))
@@ -105,7 +105,7 @@ def converted_model_class():
 
 def load_module(info: ModelInfo, path: Path, file_index: int = 0):
     """Convert the ONNX file ``path`` of ``info`` for the shapes it will be fed: a module on the CPU, fp32."""
-    from .torch_convert import convert
+    from .convert import convert
 
     frozen = frozen_inputs(info, file_index)
     graph = convert(path, info.name, expected_shapes(info, file_index), frozen)

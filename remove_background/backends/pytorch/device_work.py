@@ -27,9 +27,9 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from .buffers import BUFFERS
-from .catalog import ModelInfo
-from .inference import CLOTH_CLASSES, REDUCING_GAP, pil_vertical_first
+from ...imaging.buffers import BUFFERS
+from ...catalog import ModelInfo
+from ...imaging.resample import CLOTH_CLASSES, REDUCING_GAP, pil_vertical_first
 
 PRECISION_BITS = 32 - 8 - 2  # PIL's fixed-point precision for 8-bit resampling (Resample.c)
 LANCZOS_SUPPORT = 3.0

@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .catalog import ModelInfo
-from .providers import TORCH, ProviderPlan
-from .torch_backend import load_module
-from .sessions import (
+from ..catalog import ModelInfo
+from ..backends.routes import TORCH, ProviderPlan
+from ..backends.pytorch.session import load_module
+from ..backends.models import (
     LoadedModel,
     create_ort_sessions,
     first_route,

@@ -13,7 +13,7 @@ import re
 from typing import Optional
 
 try:
-    from .errors import RemoveBackgroundError as _Base
+    from ..errors import RemoveBackgroundError as _Base
 except ImportError:  # loaded by path, outside the package
     _Base = RuntimeError
 

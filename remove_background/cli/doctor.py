@@ -8,11 +8,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import catalog, dependencies, model_files
-from .invokeai_config import config_folder, config_value
-from .providers import (GPU_DEVICE_KINDS, ORT_NAMES, installed_ort_distributions, plan_providers, torch_gpu_device,
+from .. import catalog
+
+from ..install import dependencies
+
+from .. import model_files
+from ..invokeai_adapter.config import config_folder, config_value
+from ..backends.routes import (GPU_DEVICE_KINDS, ORT_NAMES, installed_ort_distributions, plan_providers, torch_gpu_device,
                         torch_route_installed)
-from .safe_install import package_command, reinstall_command, tool_or_none
+from ..install.safe_install import package_command, reinstall_command, tool_or_none
 
 OPENCV_DISTRIBUTIONS = ("opencv-contrib-python", "opencv-python", "opencv-contrib-python-headless",
                         "opencv-python-headless")
@@ -125,7 +129,7 @@ def routes_report(say, root: Optional[Path], available: Sequence[str]) -> list[s
         say(f"  {family:9} {', '.join(names)}")
         say(f"            -> {route}")
     if device.split(":")[0] in GPU_DEVICE_KINDS and plan.backend != "torch" and plan.accelerator is None:
-        from .dependencies import torch_route_command
+        from ..install.dependencies import torch_route_command
 
         return [f"InvokeAI runs on {device} but the models run on the CPU: install onnx2torch so they run on "
                 f"{device} with PyTorch: {torch_route_command()}"]
@@ -140,7 +144,7 @@ def run(root: Optional[Path] = None, models_dir: Optional[Path] = None, availabl
     def say(line: str = "") -> None:
         print(line, file=out)
 
-    from . import __version__
+    from .. import __version__
 
     say(f"remove-background {__version__} (Python {sys.version.split()[0]}, {sys.executable})")
     root = invokeai_root(root)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .errors import DependencyMissingError
+from ..errors import DependencyMissingError
 from .safe_install import package_command, quote
 
 # module -> the distribution that provides it where InvokeAI is not there to provide it

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InvalidImageError
+from ..errors import InvalidImageError
 
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 ORIENTATION = 0x0112

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .buffers import BUFFERS
-from .catalog import ModelInfo
+from ..catalog import ModelInfo
 from .halves import on_two_halves
 
 REDUCING_GAP = 3.0  # 2.0 is faster, but its box pre-filter put some sizes just under 99.9 % agreement with rembg

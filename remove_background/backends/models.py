@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol, TypeVar
 
-from .catalog import ModelInfo
-from .errors import DependencyMissingError, DeviceOutOfMemoryError, ModelChecksumError, ProviderUnavailableError
-from .providers import TORCH, ProviderPlan, check_loaded, warn_once
+from ..catalog import ModelInfo
+from ..errors import DependencyMissingError, DeviceOutOfMemoryError, ModelChecksumError, ProviderUnavailableError
+from .routes import TORCH, ProviderPlan, check_loaded, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def import_onnxruntime():
     try:
         import onnxruntime as ort
     except ImportError as e:
-        from .dependencies import install_command
+        from ..install.dependencies import install_command
 
         raise DependencyMissingError(
             f"onnxruntime is not installed in this Python environment ({e}). Install it with: "
@@ -91,7 +91,7 @@ class LoadedModel:
         if self.main.device.type == "cpu" and not DEVICE_PIPELINE_ON_CPU:
             return None
         if self._device_pipeline is None:
-            from .device_pipeline import DevicePipeline
+            from .pytorch.device_work import DevicePipeline
 
             self._device_pipeline = DevicePipeline(self.main, self.info)
         return self._device_pipeline
@@ -148,14 +148,14 @@ def ort_model(info: ModelInfo, sessions: list, plan: ProviderPlan) -> LoadedMode
 
 def load_torch_modules(info: ModelInfo, paths: list[Path]) -> list:
     """The converted torch modules (CPU, fp32) for ``paths``."""
-    from . import torch_backend
+    from .pytorch import session as torch_backend
 
     return [torch_backend.load_module(info, path, i) for i, path in enumerate(paths)]
 
 
 def torch_model(info: ModelInfo, modules: list, plan: ProviderPlan) -> LoadedModel:
     """A LoadedModel over torch modules already on their device."""
-    from .torch_backend import TorchSession
+    from .pytorch.session import TorchSession
 
     sessions = [TorchSession(m, info.name, plan.torch_device) for m in modules]
     return LoadedModel(info=info, sessions=sessions, providers=sessions[0].get_providers(), plan=plan)
@@ -164,7 +164,7 @@ def torch_model(info: ModelInfo, modules: list, plan: ProviderPlan) -> LoadedMod
 def to_device(modules: list, device: str, model: str) -> list:
     """Move our own (not InvokeAI's) converted modules to ``device``; a device torch cannot use is a route that
     does not work (auto falls back), out of memory a clear failure."""
-    from . import torch_backend
+    from .pytorch import session as torch_backend
 
     try:
         return [m.to(device) for m in modules]

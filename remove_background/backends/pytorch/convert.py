@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
-from .errors import TorchConversionError
+from ...errors import TorchConversionError
 
 InputShapes = Mapping[Union[int, str], Sequence[int]]  # by input position or name; () leaves an input as it is
 
@@ -33,7 +33,7 @@ def fixed_input_model(path: Path, shapes: Optional[InputShapes], frozen: Optiona
 
     model = onnx.load(str(path))
     if frozen:
-        from .onnx_rewrites import freeze_inputs
+        from .rewrites import freeze_inputs
 
         freeze_inputs(model, frozen)
     initializers = {i.name for i in model.graph.initializer}
@@ -81,10 +81,11 @@ def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, f
     try:
         from onnx2torch import convert as onnx2torch_convert
     except ImportError as e:
-        from .dependencies import torch_route_missing
+        from ...install.dependencies import torch_route_missing
 
         raise torch_route_missing(e) from None
-    from . import onnx_rewrites, torch_converters
+    from . import rewrites as onnx_rewrites
+    from . import converters as torch_converters
 
     torch_converters.register()
     graph = fold(path, shapes, frozen)

@@ -298,7 +298,7 @@ def _feather(box: Box, width: int, height: int) -> np.ndarray:
 
 def run_model(loaded, rgb: Image.Image) -> np.ndarray:
     """The model-size uint8 mask of ``rgb`` (rembg's preprocessing and min-max stretch)."""
-    from . import inference
+    from . import resample as inference
 
     x, _ = inference.model_input(rgb, loaded.info)
     outputs = loaded.main.run(None, {loaded.main.get_inputs()[0].name: x})

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Optional, Sequence, Union
 
-from .errors import ProviderUnavailableError
+from ..errors import ProviderUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def plan_providers(choice: str, device: Optional[str] = None, available: Optiona
     index = _device_index(device)
     if choice == TORCH:
         if not torch_route:
-            from .dependencies import torch_route_missing
+            from ..install.dependencies import torch_route_missing
 
             raise torch_route_missing()
         if device is None:
@@ -236,7 +236,7 @@ def _ort_version() -> str:
 def _fix_hint(name: str) -> str:
     """The likely fix for a GPU provider that is missing or did not load (same advice as the README)."""
     dists = installed_ort_distributions()
-    from .safe_install import reinstall_command
+    from ..install.safe_install import reinstall_command
 
     gpu_install = reinstall_command(f"onnxruntime-gpu=={_ort_version()}")
     if len(dists) > 1:
@@ -273,7 +273,7 @@ def warn_once(key: tuple, message: str) -> None:
 
 def _warn_no_gpu_route(device: Optional[str], available: Sequence[str]) -> None:
     """auto on a GPU device with neither ONNX Runtime's GPU provider nor the torch route installed."""
-    from .dependencies import torch_route_command
+    from ..install.dependencies import torch_route_command
 
     warn_once((device, "no GPU route", tuple(available)),
               f"InvokeAI runs on {device} but neither ONNX Runtime's GPU provider (available: {', '.join(available)}) "
