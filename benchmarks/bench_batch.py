@@ -20,7 +20,7 @@ CLI loop and the model's own time:
 
 Part 2, many threads in one process (InvokeAI's generation_devices, or an app calling remove() from threads):
   the same images done serially, then by 8 threads at once with the CPU run gate off (every thread runs ORT with
-  all cores: oversubscribed) and on (sessions.CPU_GATE: at most cores / ORT threads CPU runs at once). Rounds are
+  all cores: oversubscribed) and on (run_gate.CPU_GATE: at most cores / ORT threads CPU runs at once). Rounds are
   interleaved; medians.
 
     python benchmarks/bench_batch.py          # 48 images of about 1 MP, N = 1,2,4,8; 2 rounds of part 1, 3 of part 2
@@ -135,13 +135,17 @@ def raw_rate(model_file: Path, inputs: list, workers: int, threads: int, provide
     """images/s of ``session.run`` alone: ``workers`` sessions of ``threads`` ORT threads, one Python thread each."""
     import onnxruntime as ort
 
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
+
+    from remove_background.backends import onnx_runtime
+
+    from remove_background.backends import run_gate
 
     if provider not in ort.get_available_providers():  # ORT would quietly fall back to the CPU
         raise RuntimeError(f"{provider} is not in this onnxruntime ({ort.get_available_providers()})")
 
     def make():
-        o = sessions.session_options(ort)
+        o = onnx_runtime.session_options(ort)
         o.intra_op_num_threads = threads
         return ort.InferenceSession(str(model_file), sess_options=o, providers=[provider])
 
@@ -170,25 +174,27 @@ def raw_rate(model_file: Path, inputs: list, workers: int, threads: int, provide
 
 
 def model_inputs(paths: list[Path]) -> list:
-    from remove_background import catalog
-    from remove_background.imaging import resample as inference
+    from remove_background import catalog, families
     from remove_background.imaging.decode import to_rgb_alpha
 
     info = catalog.get_model("u2netp")
+    family = families.of(info)
     out = []
     for p in paths:
         with Image.open(p) as im:
             rgb, _ = to_rgb_alpha(im)
-            out.append(inference.model_input(rgb, info)[0])
+            out.append(family.model_input(rgb, info)[0])
     return out
 
 
 def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float]:
     """(steady images/s, wall s) of the plain CLI loop over the folder."""
     from remove_background.cli import commands as cli
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
+    from remove_background.backends import onnx_runtime
+    from remove_background.backends import run_gate
 
-    sessions.clear_sessions()
+    cache.clear_sessions()
     stamps = []
     real_save = Image.Image.save
 
@@ -331,7 +337,9 @@ def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file
 
 def part_threads(args, paths: list[Path], models_dir: Path) -> None:
     from remove_background import remove
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
+    from remove_background.backends import onnx_runtime
+    from remove_background.backends import run_gate
 
     images = []
     for p in paths[: args.thread_images]:
@@ -360,18 +368,18 @@ def part_threads(args, paths: list[Path], models_dir: Path) -> None:
         for t in ts:
             t.join()
 
-    slots = sessions.cpu_run_slots()
+    slots = run_gate.cpu_run_slots()
 
     def gate_off():
-        sessions.CPU_GATE.reset(0)
+        run_gate.CPU_GATE.reset(0)
         threaded()
 
     def gate_on():
-        sessions.CPU_GATE.reset(slots)
+        run_gate.CPU_GATE.reset(slots)
         threaded()
 
     def plain():
-        sessions.CPU_GATE.reset(slots)
+        run_gate.CPU_GATE.reset(slots)
         serial()
 
     columns = {"serial (1 thread)": plain, "8 threads, gate off": gate_off,
@@ -388,7 +396,7 @@ def part_threads(args, paths: list[Path], models_dir: Path) -> None:
                 columns[k]()
                 times[k].append(time.perf_counter() - t0)
             other = max(other, load.cores)
-    sessions.CPU_GATE.reset(slots)
+    run_gate.CPU_GATE.reset(slots)
     base = statistics.median(times[order[0]])
     print(f"\nPart 2: {len(images)} images of about {args.megapixels:g} MP in one process, u2netp, ORT's default "
           f"threads per session, median of {args.rounds} interleaved rounds")

@@ -149,21 +149,26 @@ def metrics(mask: np.ndarray, alpha: np.ndarray) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ the two modes
 
 
+def crop_run(loaded):
+    """The family's model run for a crop, as the detail pass makes it: crop -> model-size mask."""
+    from remove_background.options import RemovalOptions
+
+    return lambda crop: loaded.family.crop_mask(loaded, crop, RemovalOptions())
+
+
 def single_pass(loaded, rgb: Image.Image):
     """The pipeline's single pass: (model-size mask, full-size mask)."""
-    from remove_background.imaging import resample as inference
+    from remove_background.imaging.resample import upscale_mask
 
-    x, _ = inference.model_input(rgb, loaded.info)
-    outputs = loaded.main.run(None, {loaded.main.get_inputs()[0].name: x})
-    low = inference.small_mask(outputs, loaded.info)
-    return low, inference.upscale_mask(low, *rgb.size)
+    low = crop_run(loaded)(rgb)
+    return low, upscale_mask(low, *rgb.size)
 
 
 def high(loaded, rgb: Image.Image) -> np.ndarray:
     from remove_background.imaging.detail import detailed_mask
 
     low, full = single_pass(loaded, rgb)
-    return detailed_mask(loaded, rgb, low, full)
+    return detailed_mask(rgb, low, full, run=crop_run(loaded))
 
 
 def load(model: str, models_dir: str):

@@ -86,7 +86,7 @@ def ort_settings_table(model_path: Path, x: np.ndarray, repeats: int) -> None:
     """Raw session.run under each ONNX Runtime setting we considered, against ORT's defaults, side by side."""
     import onnxruntime as ort
 
-    from remove_background.backends import models as sessions
+    from remove_background.backends import onnx_runtime
 
     def opts(**changes):
         o = ort.SessionOptions()
@@ -100,13 +100,13 @@ def ort_settings_table(model_path: Path, x: np.ndarray, repeats: int) -> None:
 
     variants = {
         "ORT defaults": opts(),
-        "ours (sessions.session_options)": sessions.session_options(ort),
+        "ours (onnx_runtime.session_options)": onnx_runtime.session_options(ort),
         "graph optimisation: basic only": opts(graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
         "intra-op threads = 1": opts(intra_op_num_threads=1),
         f"intra-op threads = {os.cpu_count()}": opts(intra_op_num_threads=os.cpu_count()),
         "memory arena off": opts(enable_cpu_mem_arena=False),
         "memory pattern off": opts(enable_mem_pattern=False),
-        "spinning threads (ORT default)": spinning(sessions.session_options(ort)),
+        "spinning threads (ORT default)": spinning(onnx_runtime.session_options(ort)),
     }
     made = {}
     for name, o in variants.items():
@@ -146,7 +146,7 @@ def main() -> int:
     import remove_background as rb
     from remove_background import catalog
     from remove_background.imaging import resample as inference
-    from remove_background.backends import models as sessions
+    from remove_background.backends import onnx_runtime
     from remove_background.pipeline import load_model
 
     info = catalog.get_model(args.model)
@@ -197,7 +197,7 @@ def main() -> int:
             s = loaded.main
             if cold:
                 s = ort.InferenceSession(str(models_dir / info.primary_file.filename),
-                                         sess_options=sessions.session_options(ort),
+                                         sess_options=onnx_runtime.session_options(ort),
                                          providers=["CPUExecutionProvider"])
             s.run(None, {s.get_inputs()[0].name: x})
 

@@ -3,7 +3,7 @@
 
 For each model and size: ONNX Runtime on the CPU (the raw ``session.run`` on the prepared input, and the whole
 ``remove()``), and torch on ``--device`` (the raw module run on an input already on the device, and the whole
-``remove()``: on a GPU with the work around the model on the device, device_pipeline.py; on the CPU with the host's
+``remove()``: on a GPU with the work around the model on the device, backends/pytorch/device_work.py; on the CPU with the host's
 own resizing and compositing), optionally torch in half
 precision (``--half``, GPU only). Columns are called in a shuffled order round after round; medians. Then:
 
@@ -23,6 +23,7 @@ Model files: ``--models-dir`` (default: rembg's real u2netp and u2net fetched fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import random
@@ -75,12 +76,11 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def bench(model: str, side: int, models_dir: Path, device: str, half: bool, rounds: int) -> dict:
     import torch
 
-    from remove_background import catalog, remove
+    from remove_background import catalog, families, remove
 
-    from remove_background.imaging import resample as inference
-
-    from remove_background.backends import models as sessions
-    from remove_background.backends.pytorch.device_work import DevicePipeline
+    from remove_background.backends import cache
+    from remove_background.backends.pytorch.device_work import run_on_device
+    from remove_background.options import RemovalOptions
     from remove_background.pipeline import load_model
     from remove_background.backends.routes import plan_providers
 
@@ -88,26 +88,27 @@ def bench(model: str, side: int, models_dir: Path, device: str, half: bool, roun
     image = photo(side)
     ort_loaded = load_model(model, "cpu", models_dir)
     t = time.perf_counter()
-    torch_loaded = sessions.get_session(info, [models_dir / f"{model}.onnx"], plan_providers("torch", device))
+    torch_loaded = cache.get_session(info, [models_dir / f"{model}.onnx"], plan_providers("torch", device))
     convert_s = time.perf_counter() - t
     dev = torch_loaded.main.device
-    x, _ = inference.model_input(image, info)
+    x, _ = families.of(info).model_input(image, info)
     ort_feed = {ort_loaded.main.get_inputs()[0].name: x}
     x_device = torch.from_numpy(x).to(dev)
-    pipelines = {"torch": DevicePipeline(torch_loaded.main, info)}
+    options = RemovalOptions(model=model)
+    pipelines = {"torch": torch_loaded}  # live models whose steps run on their device (run_on_device)
     if half and dev.type != "cpu":
-        pipelines["torch fp16"] = DevicePipeline(HalfSession(torch_loaded.main), info)
+        pipelines["torch fp16"] = dataclasses.replace(torch_loaded, sessions=[HalfSession(torch_loaded.main)])
 
     def raw_torch(pipe):
         def run():
-            pipe.session.run_tensors(x_device)
+            pipe.main.run_tensors(x_device)
             synchronise(torch, dev)
         return run
 
     def remove_torch(name, pipe):
-        if name == "torch":  # the API itself: on a GPU the device pipeline, on the CPU the host path
+        if name == "torch":  # the API itself: on a GPU the device steps, on the CPU the host's
             return lambda: remove(image, model=model, provider="torch", device=device, models_dir=models_dir)
-        return lambda: pipe.run(image, None)
+        return lambda: run_on_device(pipe, image, options)
 
     columns = {
         "ORT CPU raw": lambda: ort_loaded.main.run(None, ort_feed),
@@ -138,19 +139,19 @@ def bench(model: str, side: int, models_dir: Path, device: str, half: bool, roun
     masks = {}
     for name, pipe in pipelines.items():
         masks[name] = (np.asarray(remove(image, model=model, provider="torch", device=device, models_dir=models_dir)
-                                  .mask) if name == "torch" else pipe.run(image, None)[1].copy())
+                                  .mask) if name == "torch" else np.array(run_on_device(pipe, image, options)[1]))
         parity[name] = agreement(reference, masks[name])
     if "torch fp16" in masks:
         parity["fp16 vs fp32"] = agreement(masks["torch"], masks["torch fp16"])
     split: dict[str, float] = {}
     if dev.type != "cpu":  # on the CPU, torch's remove() uses the host path, timed in bench_speed.py
         for _ in range(rounds):
-            pipelines["torch"].run(image, None, timings=split)
+            run_on_device(pipelines["torch"], image, options, timings=split)
         split = {k: v / rounds for k, v in split.items()}
     row = dict(model=model, side=side, device=str(dev), convert_s=convert_s, medians=medians, parity=parity,
                split=split, peak_bytes=peaks)
     del torch_loaded, pipelines
-    sessions.clear_sessions()
+    cache.clear_sessions()
     return row
 
 
@@ -160,7 +161,7 @@ def eviction(model: str, models_dir: Path, device: str) -> dict:
 
     from remove_background import catalog
 
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
 
     from remove_background.backends.pytorch import session as torch_backend
     from remove_background.backends.routes import plan_providers
@@ -174,9 +175,9 @@ def eviction(model: str, models_dir: Path, device: str) -> dict:
     gc.collect()
     torch.cuda.empty_cache()
     out["before"] = torch.cuda.memory_allocated(dev)
-    sessions.get_session(info, [path], plan_providers("torch", device))
+    cache.get_session(info, [path], plan_providers("torch", device))
     out["ours loaded"] = torch.cuda.memory_allocated(dev)
-    sessions.clear_sessions()
+    cache.clear_sessions()
     gc.collect()
     torch.cuda.empty_cache()
     out["ours evicted"] = torch.cuda.memory_allocated(dev)
@@ -187,15 +188,15 @@ def eviction(model: str, models_dir: Path, device: str) -> dict:
     except Exception as e:  # InvokeAI is not installed on the lent machine
         out["invokeai"] = f"not measured: InvokeAI's ModelCache is not importable here ({type(e).__name__})"
         return out
-    cache = ModelCache(execution_device_working_mem_gb=1, enable_partial_loading=True,
-                       keep_ram_copy_of_weights=True, max_ram_cache_size_gb=4, max_vram_cache_size_gb=None,
-                       execution_device=dev, storage_device="cpu", logger=logging.getLogger("bench"))
-    cache.put(key=str(path), model=torch_backend.load_module(info, path))
-    record = cache.get(str(path))
-    cache.lock(record, None)
+    invokeai_cache = ModelCache(execution_device_working_mem_gb=1, enable_partial_loading=True,
+                                    keep_ram_copy_of_weights=True, max_ram_cache_size_gb=4, max_vram_cache_size_gb=None,
+                                    execution_device=dev, storage_device="cpu", logger=logging.getLogger("bench"))
+    invokeai_cache.put(key=str(path), model=torch_backend.load_module(info, path))
+    record = invokeai_cache.get(str(path))
+    invokeai_cache.lock(record, None)
     out["invokeai locked"] = torch.cuda.memory_allocated(dev)
-    cache.unlock(record)
-    cache.make_room_in_vram(10**15) if hasattr(cache, "make_room_in_vram") else None
+    invokeai_cache.unlock(record)
+    invokeai_cache.make_room_in_vram(10**15) if hasattr(invokeai_cache, "make_room_in_vram") else None
     gc.collect()
     torch.cuda.empty_cache()
     out["invokeai offloaded"] = torch.cuda.memory_allocated(dev)

@@ -24,7 +24,7 @@ from .errors import (  # noqa: E402
 )
 from .options import RemovalOptions  # noqa: E402
 from .pipeline import RemovalResult, load_model, remove  # noqa: E402
-from .backends.models import clear_sessions  # noqa: E402
+from .backends.cache import clear_sessions  # noqa: E402
 
 if "invokeai.app.invocations" in sys.modules:  # InvokeAI is loading node packs (4.x: before baseinvocation)
     from .invokeai_adapter.releases import require_supported_invokeai  # noqa: E402

@@ -1,7 +1,8 @@
-"""The one table of model facts: names, files, URLs, checksums, input sizes, licences.
+"""The one table of model facts: names, files, URLs, checksums, input sizes, licences, families.
 
 Everything else (the node's dropdown, the downloader, the docs, the tests)
-reads from ``MODELS``. The values mirror rembg 2.0.69's session classes.
+reads from ``MODELS``. The values mirror rembg 2.0.69's session classes. Each row names its family (the key of a
+class in ``families/``), which owns how the model's input is made and its output read.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ class ModelInfo:
     input_size: int  # square side the model runs at
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    output: str  # "minmax", "sigmoid_minmax", "clip_minmax", "cloth" or "sam"
+    family: str  # the key of its family class (families/): "u2net", "cloth", "isnet", "birefnet", "bria", "sam"
     licence: str
     commercial_use: bool
     description: str
-    family: str = ""  # the architecture: "u2net", "isnet", "birefnet", "bria" or "sam" (how it converts to torch)
 
     @property
     def primary_file(self) -> ModelFile:
@@ -61,11 +61,10 @@ def _single(
     size: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
-    output: str,
+    family: str,
     licence: str,
     description: str,
     commercial_use: bool = True,
-    family: str = "u2net",
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -74,41 +73,39 @@ def _single(
         input_size=size,
         mean=mean,
         std=std,
-        output=output,
+        family=family,
         licence=licence,
         commercial_use=commercial_use,
         description=description,
-        family=family,
     )
 
 
-_BIREFNET = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output="sigmoid_minmax", licence="MIT",
-                 family="birefnet")
+_BIREFNET = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="birefnet", licence="MIT")
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
         _single("u2net", "U²-Net (general, 176 MB)", "u2net.onnx", "md5:60024c5c889badc19c04ad937298a77b",
-                168, 320, IMAGENET_MEAN, IMAGENET_STD, "clip_minmax", "Apache-2.0",
+                168, 320, IMAGENET_MEAN, IMAGENET_STD, "u2net", "Apache-2.0",
                 "General-purpose salient object model; rembg's default."),
         _single("u2netp", "U²-Net-p (general, small & fast, 4.4 MB)", "u2netp.onnx",
-                "md5:8e83ca70e441ab06c318d82300c84806", 5, 320, IMAGENET_MEAN, IMAGENET_STD, "minmax",
+                "md5:8e83ca70e441ab06c318d82300c84806", 5, 320, IMAGENET_MEAN, IMAGENET_STD, "u2net",
                 "Apache-2.0", "A lightweight U²-Net: fastest, good for previews and batches."),
         _single("u2net_human_seg", "U²-Net human segmentation", "u2net_human_seg.onnx",
-                "md5:c09ddc2e0104f800e3e1bb4652583d1f", 168, 320, IMAGENET_MEAN, IMAGENET_STD, "minmax",
+                "md5:c09ddc2e0104f800e3e1bb4652583d1f", 168, 320, IMAGENET_MEAN, IMAGENET_STD, "u2net",
                 "Apache-2.0", "U²-Net trained for people."),
         _single("u2net_cloth_seg", "U²-Net cloth segmentation", "u2net_cloth_seg.onnx",
                 "md5:2434d1f3cb744e0e49386c906e5a08bb", 168, 768, IMAGENET_MEAN, IMAGENET_STD, "cloth",
                 "MIT", "Clothes on people: upper body, lower body and full-body garments."),
         _single("silueta", "Silueta (U²-Net, 43 MB)", "silueta.onnx", "md5:55e59e0d8062d2f5d013f4725ee84782",
-                42, 320, IMAGENET_MEAN, IMAGENET_STD, "minmax", "Apache-2.0",
+                42, 320, IMAGENET_MEAN, IMAGENET_STD, "u2net", "Apache-2.0",
                 "U²-Net reduced to 43 MB with similar quality."),
         _single("isnet-general-use", "IS-Net general use", "isnet-general-use.onnx",
-                "md5:fc16ebd8b0c10d971d3513d564d01e29", 170, 1024, HALF_MEAN, UNIT_STD, "minmax", "Apache-2.0",
-                "DIS (IS-Net) general-purpose model; crisp edges.", family="isnet"),
+                "md5:fc16ebd8b0c10d971d3513d564d01e29", 170, 1024, HALF_MEAN, UNIT_STD, "isnet", "Apache-2.0",
+                "DIS (IS-Net) general-purpose model; crisp edges."),
         _single("isnet-anime", "IS-Net anime", "isnet-anime.onnx", "md5:6f184e756bb3bd901c8849220a83e38e",
-                168, 1024, IMAGENET_MEAN, UNIT_STD, "minmax", "Apache-2.0",
-                "High-accuracy segmentation of anime characters.", family="isnet"),
+                168, 1024, IMAGENET_MEAN, UNIT_STD, "isnet", "Apache-2.0",
+                "High-accuracy segmentation of anime characters."),
         _single("birefnet-general", "BiRefNet general", "BiRefNet-general-epoch_244.onnx",
                 "md5:7a35a0141cbbc80de11d9c9a28f52697", 928, description="BiRefNet general-purpose model.",
                 **_BIREFNET),
@@ -132,9 +129,9 @@ MODELS: dict[str, ModelInfo] = {
                 description="BiRefNet trained on a massive dataset: best general quality, slowest.", **_BIREFNET),
         _single("bria-rmbg", "BRIA RMBG 2.0 (NON-COMMERCIAL licence)", "bria-rmbg-2.0.onnx",
                 "sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958", 977, 1024,
-                IMAGENET_MEAN, IMAGENET_STD, "minmax", "CC BY-NC 4.0",
+                IMAGENET_MEAN, IMAGENET_STD, "bria", "CC BY-NC 4.0",
                 "BRIA RMBG 2.0. Non-commercial use only (CC BY-NC 4.0); commercial use needs a licence from BRIA.",
-                commercial_use=False, family="bria"),
+                commercial_use=False),
         ModelInfo(
             name="sam",
             label="Segment Anything (ViT-B, prompted)",
@@ -145,17 +142,15 @@ MODELS: dict[str, ModelInfo] = {
             input_size=1024,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            output="sam",
+            family="sam",
             licence="Apache-2.0",
             commercial_use=True,
             description="Segment Anything ViT-B: segments the object under a point prompt (default: the centre).",
-            family="sam",
         ),
     )
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
-FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.family for m in MODELS.values()))
 DEFAULT_MODEL = "u2netp"
 
 

@@ -191,16 +191,6 @@ def _box(value) -> Optional[tuple[float, float, float, float]]:
     return tuple(float(v) for v in value)
 
 
-def sam_prompt(options: RemovalOptions) -> Optional[list]:
-    """rembg's SAM prompt from the point and/or box; None = rembg's centre point."""
-    prompt = []
-    if options.sam_point is not None:
-        prompt.append({"type": "point", "data": list(options.sam_point), "label": 1})
-    if options.sam_box is not None:
-        prompt.append({"type": "rectangle", "data": list(options.sam_box), "label": 1})
-    return prompt or None
-
-
 # --- front doors --------------------------------------------------------------------------------------------------
 
 

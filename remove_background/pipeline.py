@@ -1,13 +1,10 @@
 """The plain Python API: ``remove(image) -> RemovalResult``. No InvokeAI needed.
 
-Flow: image -> 8-bit RGB (+alpha) -> model input -> cached session -> mask at
-model size -> mask at image size -> RGBA cut-out.
-
-Where the model runs on a torch device, the steps around it run there too (device_pipeline.py) and only the
-results come back to the host; options that need the CPU (matting, mask refinements, decontamination, a solid
-background, edge detail "high", Segment Anything's prompts) take the mask back and go on here. Models come from a
-``models`` source: our own bounded cache by default (sessions.OWN_MODELS), InvokeAI's model cache in the node
-(hosted_models.py).
+One path for every model and backend: image -> 8-bit RGB (+alpha) -> the model's files, checked -> a live model
+from a ``models`` source -> the steps for this image (work.py): the family's mask, matting, refining, the cut-out.
+Which backend runs the model, and whether the steps around it run on its GPU, is the live model's business
+(backends/); how the model is fed and read is its family's (families/). Models come from our own bounded cache by
+default (backends/cache.OWN_MODELS), from InvokeAI's model cache in the node (invokeai_adapter/model_cache.py).
 """
 
 from __future__ import annotations
@@ -17,29 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 from PIL import Image
 
-from . import catalog
-
-from .install import dependencies
-
-from .imaging import detail
-
-from .imaging import resample as inference
-
-from . import model_files
-
-from .families import sam
-
-from .backends import models as sessions
-from .imaging.compositing import combine_alpha, cutout, over_background
-from .imaging.decode import is_flat, to_rgb_alpha
-from .imaging.matting import alpha_matte
-from .imaging.matting import decontaminate as decontaminate_colours
-from .options import RemovalOptions, sam_prompt
+from . import catalog, model_files
+from .backends import cache
+from .backends.models import LoadedModel
 from .backends.routes import plan_providers
-from .imaging.refine import refine
+from .imaging.decode import to_rgb_alpha
+from .install import dependencies
+from .options import RemovalOptions
 
 
 @dataclass
@@ -77,46 +60,9 @@ def load_model(
     device: Optional[str] = None,
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
-) -> sessions.LoadedModel:
+) -> LoadedModel:
     """Find (or download) the model's files and return its cached live session (our own cache)."""
-    return sessions.get_session(*model_request(model, provider, models_dir, device, progress, allow_download))
-
-
-def device_work_only(opts: RemovalOptions, info: catalog.ModelInfo) -> bool:
-    """True when every step these options ask for has a device version (device_pipeline.py)."""
-    return (not opts.matting.enabled and opts.mask.is_identity and not opts.decontaminate
-            and opts.background_color is None and info.output != "sam"
-            and (opts.edge_detail == "standard" or not detail.supports_detail(info.output)))
-
-
-def predict_mask(
-    loaded: sessions.LoadedModel,
-    rgb: Image.Image,
-    cloth_category: str = "all",
-    prompt: Optional[list] = None,
-    edge_detail: str = "standard",
-) -> np.ndarray:
-    """The model's mask for the RGB image ``rgb`` at the image's own size (uint8, H×W). ``edge_detail`` "high":
-    a second pass on the subjects and edge-aware upsampling (detail.py), for plain-mask models."""
-    info = loaded.info
-    width, height = rgb.size
-    if info.output == "sam":
-        return sam.predict(*loaded.sessions, rgb, prompt)
-    on_device = loaded.device_pipeline
-    if on_device is not None and not (edge_detail == "high" and detail.supports_detail(info.output)):
-        return on_device.run(rgb, None, cloth_category, cutout=False)[1]
-    x, small = inference.model_input(rgb, info)
-    if (small == small[0, 0]).all() and is_flat(rgb):  # nothing to separate: rembg would stretch noise here
-        return np.zeros((height, width), dtype=np.uint8)
-    outputs = loaded.main.run(None, {loaded.main.get_inputs()[0].name: x})
-    if info.output == "cloth":
-        low = inference.cloth_mask(outputs, cloth_category)
-    else:
-        low = inference.small_mask(outputs, info)
-    full = inference.upscale_mask(low, width, height)
-    if edge_detail == "high" and detail.supports_detail(info.output):
-        return detail.detailed_mask(loaded, rgb, low, full)
-    return full
+    return cache.get_session(*model_request(model, provider, models_dir, device, progress, allow_download))
 
 
 def remove(
@@ -127,7 +73,7 @@ def remove(
     device: Optional[str] = None,
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
-    models: Optional[sessions.ModelSource] = None,
+    models: Optional[cache.ModelSource] = None,
     **option_keywords,
 ) -> RemovalResult:
     """Remove the background of ``image``. The input image is never modified.
@@ -143,46 +89,17 @@ def remove(
     if isinstance(options, str):  # remove(image, "u2net"): the model, as the first positional argument always was
         options, option_keywords = None, {"model": options, **option_keywords}
     opts = RemovalOptions.build(options, **option_keywords)
-    mask_options, matting_options = opts.mask, opts.matting
-    background = opts.background_color
-
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rgb, input_alpha = to_rgb_alpha(image)
     t1 = time.perf_counter()
     info, paths, plan = model_request(opts.model, opts.provider, models_dir, device, progress, allow_download)
-    with (models or sessions.OWN_MODELS).open(info, paths, plan) as loaded:
+    with (models or cache.OWN_MODELS).open(info, paths, plan) as model:
         t2 = time.perf_counter()
-        providers = list(loaded.providers)
-        on_device = loaded.device_pipeline
-        if on_device is not None and device_work_only(opts, info):
-            cut, alpha = on_device.run(rgb, input_alpha, opts.cloth_category, opts.output_mode != "mask_only")
-            t3 = time.perf_counter()
-            result_mask = Image.fromarray(alpha, "L")
-            timings.update(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=0.0, total=t3 - t0)
-            return RemovalResult(cut if cut is not None else result_mask, result_mask, info.name, providers, timings)
-        mask = predict_mask(loaded, rgb, opts.cloth_category, sam_prompt(opts), opts.edge_detail)
+        providers = list(model.providers)
+        work = model.start(rgb, input_alpha)
+        work.predict(opts)
     t3 = time.perf_counter()
-    rgb_array = None
-    if matting_options.enabled or opts.decontaminate or background is not None:
-        rgb_array = np.asarray(rgb)
-    if matting_options.enabled:
-        mask = alpha_matte(rgb_array, mask, matting_options)
-    if not mask_options.is_identity:
-        mask = refine(mask, mask_options)
-    alpha = combine_alpha(mask, input_alpha)
-    result_mask = Image.fromarray(alpha, "L")
-    if opts.output_mode == "mask_only":
-        result_image = result_mask
-    else:
-        colours = rgb
-        if opts.decontaminate:
-            colours = Image.fromarray(decontaminate_colours(rgb_array, alpha), "RGB")
-        if background is not None:
-            base = np.asarray(colours) if colours is not rgb else rgb_array
-            result_image = Image.fromarray(over_background(base, alpha, background), "RGBA")
-        else:
-            result_image = cutout(colours, alpha)
+    result_image, result_mask = work.complete(opts)
     t4 = time.perf_counter()
-    timings.update(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=t4 - t3, total=t4 - t0)
+    timings = dict(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=t4 - t3, total=t4 - t0)
     return RemovalResult(result_image, result_mask, info.name, providers, timings)

@@ -199,20 +199,21 @@ def test_bad_option_is_named(images, weights, tmp_path):
 def test_worker_overlaps_two_images_with_one_model_run_at_a_time(weights, images):
     """In a CPU worker, two images are in flight (one decodes/encodes while the other runs the model), yet the
     model runs one at a time (the worker's ORT threads are its share of the cores), with the very same bytes."""
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
+    from remove_background.backends import run_gate
 
     files = sorted(images.glob("*.*"))[:6]
     batch_in = {"path": [str(p) for p in files], "bytes": [p.read_bytes() for p in files]}
     try:
         serial = batch._Remover({"model": "u2netp"}, str(weights), "cpu", False, None)(batch_in)
-        sessions.clear_sessions()  # the overlapped worker builds its own gated session
+        cache.clear_sessions()  # the overlapped worker builds its own gated session
         worker = batch._Remover({"model": "u2netp"}, str(weights), "cpu", False, None, images_at_once=2, cpu_runs=1)
         overlapped = worker(batch_in)
-        assert sessions.CPU_GATE.slots == 1 and sessions.CPU_GATE.peak == 1
-        assert sessions.CPU_GATE.waited > 0  # the two images really were in flight together
+        assert run_gate.CPU_GATE.slots == 1 and run_gate.CPU_GATE.peak == 1
+        assert run_gate.CPU_GATE.waited > 0  # the two images really were in flight together
     finally:
-        sessions.CPU_GATE.reset()
-        sessions.clear_sessions()
+        run_gate.CPU_GATE.reset()
+        cache.clear_sessions()
     assert overlapped["path"] == serial["path"]
     for key in ("cutout", "mask", "error"):
         assert overlapped[key] == serial[key], key

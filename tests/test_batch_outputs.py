@@ -165,7 +165,7 @@ def test_write_errors_a_name_fails_one_input_a_folder_stops_the_job(tmp_path):
 def test_batch_command_parses_and_answers_help_without_ray(tmp_path):
     """``remove-background --help`` and ``batch --help`` never import Ray (the optional extra)."""
     code = ("import sys; sys.modules['ray'] = None\n"
-            "from remove_background import cli\n"
+            "from remove_background.cli import commands as cli\n"
             "for argv in (['--help'], ['batch', '--help']):\n"
             "    try:\n"
             "        cli.main(argv)\n"

@@ -2,7 +2,7 @@
 
 import re
 
-from remove_background import catalog
+from remove_background import catalog, families
 
 ISSUE_MODELS = [
     "u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "silueta", "isnet-general-use", "isnet-anime",
@@ -20,7 +20,7 @@ def test_every_entry_is_complete():
         assert info.name == name
         assert info.label and info.description
         assert info.input_size in (320, 768, 1024)
-        assert info.output in ("minmax", "sigmoid_minmax", "clip_minmax", "cloth", "sam")
+        assert families.of(info).key == info.family  # a family class exists for every row
         assert info.licence
         for f in info.files:
             assert f.url.startswith(catalog.RELEASES)

@@ -18,7 +18,9 @@ from remove_background.imaging import buffers
 
 from remove_background.imaging import halves
 
-from remove_background.backends import models as sessions
+from remove_background.backends import cache
+
+from remove_background.backends import run_gate
 
 WITH_CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 DEVICES = ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
@@ -43,9 +45,9 @@ def simulated_gpus(monkeypatch):
     import onnxruntime as ort
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: WITH_CUDA)
-    sessions.clear_sessions()
+    cache.clear_sessions()
     yield
-    sessions.clear_sessions()
+    cache.clear_sessions()
 
 
 def test_eight_threads_on_simulated_devices_equal_serial(models_dir, photos, simulated_gpus):
@@ -57,8 +59,8 @@ def test_eight_threads_on_simulated_devices_equal_serial(models_dir, photos, sim
     one_caller_peak = buffers.BUFFERS.peak_lent_bytes
     assert one_caller_peak > 0  # the pool is in use at this size
 
-    created_before = sessions.CACHE.created
-    sessions.CPU_GATE.reset()
+    created_before = cache.CACHE.created
+    run_gate.CPU_GATE.reset()
     buffers.BUFFERS.peak_lent_bytes = buffers.BUFFERS.lent_bytes
     doubles_before = buffers.BUFFERS.double_lends
     barrier = threading.Barrier(8)
@@ -83,28 +85,28 @@ def test_eight_threads_on_simulated_devices_equal_serial(models_dir, photos, sim
     for j, d in results:
         assert d == serial[j], f"photo {j} differs from the serial result"
     # one session per simulated device (plus the serial CPU one, created before), none evicted and re-created
-    assert sessions.CACHE.created - created_before == len(DEVICES)
-    device_keys = {k[1] for k in sessions.CACHE.keys()}
+    assert cache.CACHE.created - created_before == len(DEVICES)
+    device_keys = {k[1] for k in cache.CACHE.keys()}
     assert len(device_keys) == len(DEVICES) + 1
     assert all(providers == ["CPUExecutionProvider"] for providers in devices_seen.values())
     # CPU runs were queued, not piled onto the cores at once
-    assert sessions.CPU_GATE.peak <= sessions.cpu_run_slots()
+    assert run_gate.CPU_GATE.peak <= run_gate.cpu_run_slots()
     # memory: no block handed to two callers; at most one caller's peak per thread at once
     assert buffers.BUFFERS.double_lends == doubles_before
     assert buffers.BUFFERS.peak_lent_bytes <= 8 * one_caller_peak
 
 
 def test_cache_bound_is_per_device():
-    cache = sessions.SessionCache(max_size=1)
+    sessions = cache.SessionCache(max_size=1)
     for device in ("cuda:0", "cuda:1", "cuda:0", "cuda:1"):
-        cache.get(("u2netp", (("CUDA", (("device_id", device),)),), ()), object)
-    assert cache.created == 2 and len(cache) == 2
-    cache.get(("u2net", (("CUDA", (("device_id", "cuda:0"),)),), ()), object)  # evicts u2netp on cuda:0 only
-    assert [k[0] for k in cache.keys()] == ["u2netp", "u2net"]
+        sessions.get(("u2netp", (("CUDA", (("device_id", device),)),), ()), object)
+    assert sessions.created == 2 and len(sessions) == 2
+    sessions.get(("u2net", (("CUDA", (("device_id", "cuda:0"),)),), ()), object)  # evicts u2netp on cuda:0 only
+    assert [k[0] for k in sessions.keys()] == ["u2netp", "u2net"]
 
 
 def test_run_gate_limits_runs_at_once():
-    gate = sessions.RunGate(2)
+    gate = run_gate.RunGate(2)
     started = threading.Barrier(6)
 
     def run():

@@ -35,6 +35,11 @@ def single(loaded, rgb: Image.Image):
     return low, full.copy()  # the pipeline's buffers are reused: keep our own copy
 
 
+def detailed(loaded, rgb, *args, run=None, **keywords):
+    """The detail pass with ``loaded``'s own model run for its crops (or ``run``)."""
+    return detail.detailed_mask(rgb, *args, run=run or bench_detail.crop_run(loaded), **keywords)
+
+
 class Counting:
     """Counts the detail pass's extra model runs."""
 
@@ -43,7 +48,7 @@ class Counting:
 
     def __call__(self, crop: Image.Image) -> np.ndarray:
         self.crops.append(crop.size)
-        return detail.run_model(self.loaded, crop)
+        return bench_detail.crop_run(self.loaded)(crop)
 
 
 def two_horses(frame: int, places) -> tuple[Image.Image, np.ndarray]:
@@ -65,7 +70,7 @@ def test_small_subject_in_big_frame_has_much_better_edges(loaded):
     low, full = single(loaded, rgb)
     before = bench_detail.metrics(full, alpha)
     counting = Counting(loaded)
-    mask = detail.detailed_mask(loaded, rgb, low, full, run=counting)
+    mask = detailed(loaded, rgb, low, full, run=counting)
     after = bench_detail.metrics(mask, alpha)
     assert len(counting.crops) == 1 and max(counting.crops[0]) < 2048 / detail.MIN_GAIN
     assert after["berr"] <= 0.6 * before["berr"], (before, after)  # boundary error at least 40 % lower
@@ -79,7 +84,7 @@ def test_frame_filling_subject_gets_no_second_pass(loaded):
     low, full = single(loaded, rgb)
     assert detail.subject_boxes(low, *rgb.size) == []
     counting = Counting(loaded)
-    mask = detail.detailed_mask(loaded, rgb, low, full, run=counting)
+    mask = detailed(loaded, rgb, low, full, run=counting)
     assert counting.crops == []
     before, after = bench_detail.metrics(full, alpha), bench_detail.metrics(mask, alpha)
     for key in ("mae", "berr"):  # lower is better
@@ -97,7 +102,7 @@ def test_several_subjects(loaded):
     by_top = sorted(boxes, key=lambda b: b[1])
     for (fx, fy), (left, top, right, bottom) in zip(sorted(places, key=lambda p: p[1]), by_top):
         assert left < fx * 2048 < right and top < fy * 2048 < bottom
-    mask = detail.detailed_mask(loaded, rgb, low, full)
+    mask = detailed(loaded, rgb, low, full)
     before, after = bench_detail.metrics(full, alpha), bench_detail.metrics(mask, alpha)
     assert after["berr"] <= 0.6 * before["berr"], (before, after)
     # more subjects than MAX_CROPS, too far apart to share a box: the biggest get a pass each, the rest keep the
@@ -110,7 +115,7 @@ def test_several_subjects(loaded):
     for left, top, right, bottom in boxes4:  # each box holds one horse
         assert sum(left < fx * 2048 < right and top < fy * 2048 < bottom for fx, fy in four) == 1
     counting = Counting(loaded)
-    mask4 = detail.detailed_mask(loaded, rgb4, low4, full4, run=counting)
+    mask4 = detailed(loaded, rgb4, low4, full4, run=counting)
     assert len(counting.crops) == detail.MAX_CROPS
     before, after = bench_detail.metrics(full4, alpha4), bench_detail.metrics(mask4, alpha4)
     assert after["berr"] < before["berr"] and after["iou"] > before["iou"], (before, after)
@@ -125,9 +130,9 @@ def test_a_second_pass_that_disagrees_is_not_used(loaded, monkeypatch):
         m[:40, :40] = 255
         return m
 
-    mask = detail.detailed_mask(loaded, rgb, low, full, run=elsewhere)
+    mask = detailed(loaded, rgb, low, full, run=elsewhere)
     monkeypatch.setattr(detail, "MIN_GAIN", 1e9)  # no second pass at all
-    assert np.array_equal(mask, detail.detailed_mask(loaded, rgb, low, full))
+    assert np.array_equal(mask, detailed(loaded, rgb, low, full))
 
 
 def test_fallback_guided_filter_matches_ximgproc(monkeypatch):
@@ -157,29 +162,30 @@ def test_uint8_mask_of_the_input_size(loaded, size):
     rgb = Image.fromarray(np.asarray(bench_detail.make_scene("horse-coffee", 512, 0.3)[0].resize(size)))
     low, full = single(loaded, rgb)
     for with_array in (False, True):
-        mask = detail.detailed_mask(loaded, rgb, low, full, rgb_array=np.asarray(rgb) if with_array else None)
+        mask = detailed(loaded, rgb, low, full, rgb_array=np.asarray(rgb) if with_array else None)
         assert mask.dtype == np.uint8 and mask.shape == (size[1], size[0])
-    assert detail.detailed_mask(loaded, rgb, low).shape == (size[1], size[0])  # no bilinear base given
+    assert detailed(loaded, rgb, low).shape == (size[1], size[0])  # no bilinear base given
 
 
 def test_flat_image_and_no_subject(loaded):
     flat = Image.new("RGB", (1500, 900), (120, 130, 140))
     zeros = np.zeros((320, 320), np.uint8)
-    mask = detail.detailed_mask(loaded, flat, zeros, np.zeros((900, 1500), np.uint8))
+    mask = detailed(loaded, flat, zeros, np.zeros((900, 1500), np.uint8))
     assert mask.shape == (900, 1500) and mask.dtype == np.uint8 and mask.max() == 0
     full_white = np.full((320, 320), 255, np.uint8)
-    assert detail.detailed_mask(loaded, flat, full_white).min() == 255
+    assert detailed(loaded, flat, full_white).min() == 255
     # a real photo whose first pass found nothing: no second pass, no crash
     rgb, _ = bench_detail.make_scene("horse-cat", 1024, 0.1)
     counting = Counting(loaded)
-    assert detail.detailed_mask(loaded, rgb, zeros, run=counting).max() == 0 and counting.crops == []
+    assert detailed(loaded, rgb, zeros, run=counting).max() == 0 and counting.crops == []
 
 
 def test_only_plain_mask_models():
+    from remove_background import families
     from remove_background.catalog import MODELS
 
-    assert detail.supports_detail(MODELS["u2netp"].output) and detail.supports_detail(MODELS["u2net"].output)
-    assert not detail.supports_detail("cloth") and not detail.supports_detail("sam")
+    assert families.of(MODELS["u2netp"]).edge_detail and families.of(MODELS["u2net"]).edge_detail
+    assert not families.by_key("cloth").edge_detail and not families.by_key("sam").edge_detail
 
 
 def test_edge_detail_option_through_the_api(models_dir):

@@ -54,10 +54,10 @@ def test_two_thread_downscale_equals_one_piece(size, side):
 
 def test_model_input_normalises_like_rembg():
     """rembg: divide by the image maximum, subtract mean, divide by std, NCHW float32."""
-    from remove_background import catalog
+    from remove_background import catalog, families
 
     info = catalog.get_model("u2netp")
-    x, small = inference.model_input(photo(900, 700), info)
+    x, small = families.of(info).model_input(photo(900, 700), info)
     expected = (small / max(small.max(), 1e-6) - np.array(info.mean)) / np.array(info.std)
     assert x.shape == (1, 3, 320, 320) and x.dtype == np.float32 and x.flags.c_contiguous
     assert np.abs(x[0].transpose(1, 2, 0) - expected).max() < 1e-5

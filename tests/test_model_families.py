@@ -38,7 +38,7 @@ from PIL import Image
 
 from remove_background import catalog
 
-from remove_background.backends import models as sessions
+from remove_background.backends import cache, models
 from remove_background.pipeline import remove
 
 onnx = pytest.importorskip("onnx")
@@ -49,13 +49,13 @@ pytest.importorskip("rembg")
 def _providers() -> list[str]:
     """Where ours runs: ONNX Runtime's CPU, and PyTorch where that backend exists; on the CPU a torch model runs
     with the host's pre- and post-processing, so "torch-device" also runs the device pipeline a GPU would use
-    (device_pipeline.py), here on the CPU."""
+    (backends/pytorch/device_work.py), here on the CPU."""
     from remove_background.backends.routes import PROVIDER_CHOICES
 
     found = ["cpu"]
     if "torch" in PROVIDER_CHOICES and importlib.util.find_spec("onnx2torch") is not None:
         found.append("torch")
-        if hasattr(sessions, "DEVICE_PIPELINE_ON_CPU"):
+        if hasattr(models, "DEVICE_WORK_ON_CPU"):
             found.append("torch-device")
     return found
 
@@ -65,7 +65,7 @@ PROVIDERS = _providers()
 
 def use(provider: str, monkeypatch) -> None:
     if provider == "torch-device":
-        monkeypatch.setattr(sessions, "DEVICE_PIPELINE_ON_CPU", True)
+        monkeypatch.setattr(models, "DEVICE_WORK_ON_CPU", True)
 
 REMBG_CLASSES = {  # our model name -> rembg 2.0.69's session class (module in rembg.sessions, class name)
     "u2net": ("u2net", "U2netSession"),
@@ -84,7 +84,7 @@ REMBG_CLASSES = {  # our model name -> rembg 2.0.69's session class (module in r
     "birefnet-massive": ("birefnet_massive", "BiRefNetSessionMassive"),
     "bria-rmbg": ("bria_rmbg", "BriaRmBgSession"),
 }
-MASK_MODELS = [name for name in REMBG_CLASSES if catalog.MODELS[name].output != "cloth"]
+MASK_MODELS = [name for name in REMBG_CLASSES if catalog.MODELS[name].family != "cloth"]
 CLOTH = "u2net_cloth_seg"
 POOL = 16  # the graph's pooling factor: every input size used here is a multiple of it
 HIDDEN = 4  # channels after the first convolution
@@ -112,8 +112,8 @@ def family_graph(name: str) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     info = catalog.MODELS[name]
-    channels = 4 if info.output == "cloth" else 1
-    ends_in_sigmoid = info.output not in ("sigmoid_minmax", "cloth")
+    channels = 4 if info.family == "cloth" else 1
+    ends_in_sigmoid = info.family not in ("birefnet", "cloth")  # BiRefNet's files give logits, cloth's classes
     rng = np.random.default_rng(sum(map(ord, name)))
     w1 = rng.normal(0, 27 ** -0.5, (HIDDEN, 3, 3, 3)).astype(np.float32)
     b1 = rng.normal(0, 0.3, HIDDEN).astype(np.float32)
@@ -177,7 +177,7 @@ def place(monkeypatch):
         return home
 
     yield place
-    sessions.clear_sessions()  # the graphs' sessions are of no use to any other test
+    cache.clear_sessions()  # the graphs' sessions are of no use to any other test
 
 
 def rembg_session(name: str, folder: Path):
@@ -353,9 +353,9 @@ def test_cloth_rembg_makes_up_classes_along_borders_ours_does_not(place):
 WRONG_CONSTANTS = [  # (model, catalog fields changed): each must make the comparison above fail
     ("isnet-general-use", {"mean": catalog.IMAGENET_MEAN}),  # IS-Net's mean is 0.5, not ImageNet's
     ("isnet-anime", {"std": catalog.IMAGENET_STD}),  # the anime model divides by 1
-    ("birefnet-general", {"output": "minmax"}),  # BiRefNet's sigmoid forgotten
+    ("birefnet-general", {"family": "u2net"}),  # BiRefNet's sigmoid forgotten
     ("birefnet-massive", {"mean": catalog.HALF_MEAN, "std": catalog.UNIT_STD}),  # IS-Net's normalisation
-    ("bria-rmbg", {"output": "sigmoid_minmax"}),  # a sigmoid on an output that has one already
+    ("bria-rmbg", {"family": "birefnet"}),  # a sigmoid on an output that has one already
     ("birefnet-portrait", {"input_size": 768}),
     ("u2netp", {"input_size": 288}),
     ("u2net", {"mean": catalog.IMAGENET_MEAN[::-1]}),  # the mean in BGR order

@@ -91,16 +91,16 @@ def test_the_model_lives_in_invokeai_model_cache(invokeai, provider, key_suffix)
     second run finds it there."""
     services, invocation = invokeai
     from invokeai.invocation_api import ImageField
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
 
-    sessions.clear_sessions()
+    cache.clear_sessions()
     ram_cache = services.model_manager.load.ram_cache
     path = services.configuration.models_path / "rembg" / "u2netp.onnx"
     key = f"{path}{key_suffix}"
     name = upload(services, horse_scene()[0])
     outs = [run_node(services, invocation.RemoveBackgroundInvocation(
         id=f"c{i}", image=ImageField(image_name=name), execution_provider=provider)) for i in range(2)]
-    assert len(sessions.CACHE) == 0
+    assert len(cache.CACHE) == 0
     record = ram_cache.get(key)  # raises IndexError when InvokeAI's cache does not hold it
     size = record.cached_model.total_bytes()
     if provider == "auto":  # CPU here: ONNX Runtime, sized by the file

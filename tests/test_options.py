@@ -13,7 +13,8 @@ from remove_background import remove
 from remove_background.imaging import compositing
 from remove_background.imaging import matting
 from remove_background.imaging import refine
-from remove_background.options import RemovalOptions, sam_prompt
+from remove_background.families.sam import options_prompt as sam_prompt
+from remove_background.options import RemovalOptions
 
 
 def disc(size=200, radius=60, soft=0.0):
@@ -179,16 +180,18 @@ def test_sam_prompt_shapes():
 
 
 def test_cloth_categories_give_one_mask_each():
-    from remove_background.imaging import resample as inference
+    from remove_background import families
+
+    cloth = families.by_key("cloth")
 
     logits = np.zeros((1, 4, 6, 6), np.float32)
     logits[0, 1, :2] = 5  # upper rows
     logits[0, 2, 2:4] = 5  # lower rows
     logits[0, 3, 4:] = 5  # full rows
-    upper = inference.cloth_mask([logits], "upper")
+    upper = cloth.small_mask([logits], RemovalOptions(cloth_category="upper"))
     assert upper.shape == (6, 6) and (upper[:2] == 255).all() and (upper[2:] == 0).all()
-    assert (inference.cloth_mask([logits], "all") == 255).all()
-    assert (inference.cloth_mask([logits], "full")[4:] == 255).all()
+    assert (cloth.small_mask([logits], RemovalOptions(cloth_category="all")) == 255).all()
+    assert (cloth.small_mask([logits], RemovalOptions(cloth_category="full"))[4:] == 255).all()
 
 
 # --- every option on awkward inputs ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from remove_background.families import sam
-from remove_background.options import RemovalOptions, sam_prompt as options_prompt
+from remove_background.families.sam import options_prompt
+from remove_background.options import RemovalOptions
 
 
 def sam_prompt(point=None, box=None):
@@ -201,7 +202,9 @@ def test_sam_mask_follows_the_image_as_rembgs_does(provider):
 
     from remove_background import catalog, remove
 
-    from remove_background.backends import models as sessions
+    from remove_background.backends import cache
+
+    from remove_background.backends import models
 
     folder = Path(os.environ["U2NET_HOME"])  # per test (conftest.py); rembg and we both look here
     for spec, graph in zip(catalog.MODELS["sam"].files, _content_graphs()):
@@ -223,4 +226,4 @@ def test_sam_mask_follows_the_image_as_rembgs_does(provider):
             assert not theirs[d2 > (260 / scale + 3) ** 2].any()  # and the prompt still places it
             assert (ours != theirs).mean() <= (0 if provider == "cpu" else 1e-3), (picture, size)
     finally:
-        sessions.clear_sessions()
+        cache.clear_sessions()

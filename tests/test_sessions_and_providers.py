@@ -10,10 +10,11 @@ import pytest
 
 from remove_background import catalog
 
-from remove_background.backends import models as sessions
+from remove_background.backends.cache import SessionCache, clear_sessions, get_session
+
+from remove_background.backends import models
 from remove_background.errors import ProviderUnavailableError
 from remove_background.backends.routes import check_loaded, plan_providers
-from remove_background.backends.models import SessionCache
 
 CPU_ONLY = ["CPUExecutionProvider"]
 WITH_CUDA = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -65,11 +66,11 @@ def test_real_session_is_cached_per_model_and_provider(models_dir):
     info = catalog.MODELS["u2netp"]
     path = models_dir / "u2netp.onnx"
     cache = SessionCache()
-    a = sessions.get_session(info, [path], plan_providers("cpu", available=CPU_ONLY), cache)
-    b = sessions.get_session(info, [path], plan_providers("auto", "cpu", available=CPU_ONLY), cache)
+    a = get_session(info, [path], plan_providers("cpu", available=CPU_ONLY), cache)
+    b = get_session(info, [path], plan_providers("auto", "cpu", available=CPU_ONLY), cache)
     assert a.providers == ["CPUExecutionProvider"]
     assert b is a and cache.created == 1  # "cpu" and "auto" on a CPU device run the same providers: one session
-    c = sessions.get_session(info, [path], plan_providers("cpu", available=CPU_ONLY), cache)
+    c = get_session(info, [path], plan_providers("cpu", available=CPU_ONLY), cache)
     assert c is a and cache.created == 1
 
 
@@ -168,14 +169,14 @@ def test_auto_provider_that_fails_to_load_runs_the_next_route_with_one_warning_m
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: WITH_CUDA)
     monkeypatch.setattr(providers, "torch_route_installed", lambda: False)
-    sessions.clear_sessions()
+    clear_sessions()
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
             result = remove(Image.new("RGB", (8, 8), "red"), provider="auto", device="cuda:0", models_dir=models_dir)
     assert result.providers == ["CPUExecutionProvider"]
     assert caplog.text.count("loaded only CPUExecutionProvider") == 1
     assert "instead" in caplog.text
-    sessions.clear_sessions()
+    clear_sessions()
 
 
 def test_real_session_with_lying_provider_list_fails_clearly_mocked_cuda_provider(models_dir, monkeypatch):
@@ -216,4 +217,4 @@ def test_unreadable_model_file_is_reported_as_corrupt(tmp_path):
     bad = tmp_path / "sam_vit_b_01ec64.encoder.onnx"  # sam publishes no checksum: only ORT can tell
     bad.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ModelChecksumError, match="corrupt or truncated"):
-        sessions.create_model(catalog.MODELS["u2netp"], [bad], plan_providers("cpu", available=CPU_ONLY))
+        models.create_model(catalog.MODELS["u2netp"], [bad], plan_providers("cpu", available=CPU_ONLY))

@@ -1,5 +1,5 @@
 """The ``torch`` execution provider on the CPU (CI has no GPU): rembg's real u2netp and u2net converted with
-onnx2torch, with the work around the model on the torch device (device_pipeline.py), against ONNX Runtime on the
+onnx2torch, with the work around the model on the torch device (backends/pytorch/device_work.py), against ONNX Runtime on the
 same files; every input mode and option; clear errors; ``auto``'s fallbacks.
 
 A GPU cannot exist here: the tests that need one mock it and say ``mocked`` in their names.
@@ -22,17 +22,19 @@ pytest.importorskip("onnx2torch")
 
 from remove_background import errors, remove  # noqa: E402
 
-from remove_background.backends import models as sessions
-from remove_background.backends.pytorch.device_work import DevicePipeline, lanczos_matrix  # noqa: E402
+from remove_background.backends import cache
+
+from remove_background.backends import models
+from remove_background.backends.pytorch.device_frame import DeviceFrame, lanczos_matrix  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["device pipeline", "host pipeline"])
 def pipeline_side(request, monkeypatch):
-    """A test twice: with the work around the model in torch (device_pipeline.py, what a GPU runs; forced onto
+    """A test twice: with the work around the model in torch (backends/pytorch/device_work.py, what a GPU runs; forced onto
     the CPU device here) and on the host (what a torch model on the CPU runs)."""
-    monkeypatch.setattr(sessions, "DEVICE_PIPELINE_ON_CPU", request.param == "device pipeline")
+    monkeypatch.setattr(models, "DEVICE_WORK_ON_CPU", request.param == "device pipeline")
     return request.param
 
 
@@ -65,7 +67,7 @@ def test_torch_masks_are_faithful_to_onnx_runtime(model, side, real_models, astr
     assert not cut[cut[..., 3] == 0][:, :3].any()  # nothing of the background hides under alpha 0
     visible = cut[..., 3] > 0
     assert np.array_equal(cut[visible][:, :3], np.asarray(image)[visible])  # straight colour where visible
-    sessions.clear_sessions()
+    cache.clear_sessions()
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P+transparency", "RGBA", "I;16", "F"])
@@ -119,12 +121,12 @@ def test_device_downscale_is_pil_lanczos(real_models):
     from remove_background.pipeline import load_model
 
     loaded = load_model("u2netp", "torch", real_models)
-    device = DevicePipeline(loaded.main, catalog.MODELS["u2netp"])
+    device = DeviceFrame(loaded.main.device, Image.new("RGB", (1, 1)), None)
     rng = np.random.default_rng(1)
     for w, h in [(4096, 4096), (3001, 1999), (320, 320), (100, 37), (1283, 2050)]:
         image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).filter(
             __import__("PIL.ImageFilter", fromlist=["GaussianBlur"]).GaussianBlur(2))
-        ours = device.downscale(torch.from_numpy(np.asarray(image).copy())).permute(1, 2, 0).numpy()
+        ours = device.downscale(320, torch.from_numpy(np.asarray(image).copy())).permute(1, 2, 0).numpy()
         pil = inference.downscale(image, 320).astype(np.float32)
         assert np.abs(ours - pil).max() <= 1.0, (w, h)
         assert (ours != pil).mean() < 0.01, (w, h)
@@ -167,12 +169,12 @@ def unconvertible_model(path):
 
 def test_a_graph_that_cannot_convert_names_model_operator_and_provider(tmp_path, monkeypatch):
     from remove_background import catalog
-    from remove_background.backends import models as sess
+    from remove_background.backends import models
     from remove_background.backends.routes import plan_providers
 
     path = unconvertible_model(tmp_path / "u2netp.onnx")
     with pytest.raises(errors.TorchConversionError) as e:
-        sess.create_model(catalog.MODELS["u2netp"], [path], plan_providers("torch", "cpu"))
+        models.create_model(catalog.MODELS["u2netp"], [path], plan_providers("torch", "cpu"))
     text = str(e.value)
     assert "'u2netp'" in text and "Hardmax" in text and "'cpu'" in text and "ONNX Runtime" in text
 
@@ -180,15 +182,15 @@ def test_a_graph_that_cannot_convert_names_model_operator_and_provider(tmp_path,
 def test_auto_falls_back_to_onnx_runtime_when_the_graph_cannot_convert_mocked_gpu(tmp_path, caplog):
     """auto on a (mocked) GPU device picks torch; the graph does not convert: ONNX Runtime on the CPU, one warning."""
     from remove_background import catalog
-    from remove_background.backends import models as sess
+    from remove_background.backends import models
     from remove_background.backends.routes import plan_providers
 
     path = unconvertible_model(tmp_path / "u2netp.onnx")
     plan = plan_providers("auto", "cuda:0", available=["CPUExecutionProvider"], torch_route=True)
     assert plan.backend == "torch"
     with caplog.at_level(logging.WARNING):
-        loaded = sess.create_model(catalog.MODELS["u2netp"], [path], plan)
-        sess.create_model(catalog.MODELS["u2netp"], [path], plan)
+        loaded = models.create_model(catalog.MODELS["u2netp"], [path], plan)
+        models.create_model(catalog.MODELS["u2netp"], [path], plan)
     assert loaded.providers == ["CPUExecutionProvider"] and loaded.plan.backend == "ort"
     assert caplog.text.count("Hardmax") == 1 and "instead" in caplog.text
 
@@ -246,7 +248,8 @@ def test_segment_anything_through_torch_equals_onnx_runtime(tmp_path, size, poin
     from remove_background import catalog
 
     from remove_background.families import sam
-    from remove_background.options import RemovalOptions, sam_prompt
+    from remove_background.families.sam import options_prompt as sam_prompt
+    from remove_background.options import RemovalOptions
     from remove_background.backends.routes import plan_providers
     from test_sam import graph_models
 
@@ -255,8 +258,8 @@ def test_segment_anything_through_torch_equals_onnx_runtime(tmp_path, size, poin
         paths.append(tmp_path / f"sam.{name}.onnx")
         onnx.save(model, paths[-1])
     info = catalog.MODELS["sam"]
-    on_torch = sessions.create_model(info, paths, plan_providers("torch", "cpu"))
-    on_ort = sessions.create_model(info, paths, plan_providers("cpu"))
+    on_torch = models.create_model(info, paths, plan_providers("torch", "cpu"))
+    on_ort = models.create_model(info, paths, plan_providers("cpu"))
     assert on_torch.sessions[1].module.input_names == [
         "image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
     rng = np.random.default_rng(size[0])

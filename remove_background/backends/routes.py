@@ -282,7 +282,7 @@ def _warn_no_gpu_route(device: Optional[str], available: Sequence[str]) -> None:
 
 
 def check_loaded(plan: ProviderPlan, loaded: Sequence[str], model: str) -> None:
-    """After creating a session: raise ProviderUnavailableError if the accelerator did not load (sessions.first_route
+    """After creating a session: raise ProviderUnavailableError if the accelerator did not load (models.first_route
     then fails an explicit choice, and runs auto on its fallback with one loud warning)."""
     if plan.accelerator is None or plan.accelerator in loaded:
         return

@@ -97,11 +97,11 @@ class _Remover:
     def __init__(self, options: dict, models_dir, device, allow_download, ort_threads, png_level=PNG_LEVEL,
                  images_at_once: int = 1, cpu_runs: Optional[int] = None):
         if ort_threads:
-            os.environ["OMP_NUM_THREADS"] = str(ort_threads)  # sessions.session_options reads it
+            os.environ["OMP_NUM_THREADS"] = str(ort_threads)  # backends/run_gate.ort_threads reads it
         if cpu_runs:
-            from ..backends import models as sessions
+            from ..backends.run_gate import CPU_GATE
 
-            sessions.CPU_GATE.reset(cpu_runs)
+            CPU_GATE.reset(cpu_runs)
         self.options = build_options(options)
         self.models_dir, self.device, self.allow_download = models_dir, device, allow_download
         self.mask_only = self.options.output_mode == "mask_only"
@@ -135,7 +135,7 @@ class _Remover:
         return cut, mask, error, time.perf_counter() - t0
 
     def __call__(self, batch: dict) -> dict:
-        from ..backends.models import CPU_GATE
+        from ..backends.run_gate import CPU_GATE
 
         started = time.time()
         data = list(batch["bytes"])
@@ -190,7 +190,7 @@ def preflight(options, models_dir, allow_download: bool, device: Optional[str] =
     """Check the model files and the provider once, before any work: raises ModelNotAvailableError,
     ModelChecksumError or ProviderUnavailableError with the usual messages."""
     from ..pipeline import load_model
-    from ..backends.models import clear_sessions
+    from ..backends.cache import clear_sessions
 
     load_model(options.model, options.provider, models_dir, device, allow_download=allow_download)
     clear_sessions()  # the driver does not run the model; the actors have their own sessions

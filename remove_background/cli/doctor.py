@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import catalog
+from .. import catalog, families
 
 from ..install import dependencies
 
@@ -95,12 +95,6 @@ def opencv_report(say, in_invokeai: bool) -> list[str]:
     return []
 
 
-FAMILY_NOTES = {  # what the torch route does for a family beyond converting its file
-    "birefnet": "; its deform convolutions run as torchvision.ops.deform_conv2d",
-    "sam": "; encoder and decoder; the decoder once more for each new prompt size",
-}
-
-
 def invokeai_device(root: Optional[Path]) -> str:
     """The torch device InvokeAI picks here: its ``device`` setting, or for ``auto`` torch's own GPU, else cpu."""
     setting = config_value(root, "device", "auto") if root else "auto"
@@ -117,16 +111,17 @@ def routes_report(say, root: Optional[Path], available: Sequence[str]) -> list[s
     say(f"InvokeAI's device here: {device}; torch route (onnx2torch): {'installed' if torch_route else 'not installed'}")
     say("where each model family runs with execution provider 'auto':")
     plan = plan_providers("auto", device, available, torch_route)  # the same route for every family
-    for family in catalog.FAMILIES:
-        names = [m.name for m in catalog.MODELS.values() if m.family == family]
+    for family in families.all_families():
+        names = [m.name for m in families.members(family)]
         route = plan.description
         if plan.backend == "torch":
-            route += f" (converted from its ONNX file on first use{FAMILY_NOTES.get(family, '')})"
+            note = f"; {family.torch_note}" if family.torch_note else ""
+            route += f" (converted from its ONNX file on first use{note})"
         elif device == "cpu":
             route += " (on the CPU ONNX Runtime is faster than torch; 'torch' can still be chosen)"
         if plan.fallback is not None:
             route += f"; if that does not load or convert: {plan.fallback.description}"
-        say(f"  {family:9} {', '.join(names)}")
+        say(f"  {family.key:9} {', '.join(names)}")
         say(f"            -> {route}")
     if device.split(":")[0] in GPU_DEVICE_KINDS and plan.backend != "torch" and plan.accelerator is None:
         from ..install.dependencies import torch_route_command

@@ -14,6 +14,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from .base import Family
+
 FRAME_H, FRAME_W = 684, 1024
 ORIG_IM_SIZE = np.array([FRAME_H, FRAME_W], np.float32)  # the decoder's masks come back at the frame's size
 
@@ -66,16 +68,35 @@ def predict(encoder, decoder, rgb: Image.Image, prompt: Optional[list] = None) -
     return out.astype(np.uint8) * 255
 
 
-def torch_input_shapes(file_index: int) -> dict:
-    """The shapes ``predict`` feeds the encoder (0) and, for the default one-point prompt, the decoder (1): what the
-    torch backend converts each graph for first (another prompt size gets its own conversion on first use)."""
-    if file_index == 0:
-        return {0: (FRAME_H, FRAME_W, 3)}
-    return {"image_embeddings": (1, 256, 64, 64), "point_coords": (1, 2, 2), "point_labels": (1, 2),
-            "mask_input": (1, 1, 256, 256), "has_mask_input": (1,)}
+def options_prompt(options) -> Optional[list]:
+    """rembg's SAM prompt from the options' point and/or box; None = rembg's centre point."""
+    prompt = []
+    if options.sam_point is not None:
+        prompt.append({"type": "point", "data": list(options.sam_point), "label": 1})
+    if options.sam_box is not None:
+        prompt.append({"type": "rectangle", "data": list(options.sam_box), "label": 1})
+    return prompt or None
 
 
-def torch_frozen_inputs(file_index: int) -> dict:
-    """Decoder inputs ``predict`` always feeds the same value: the torch backend folds them into the graph (the
-    decoder's last Resize then has a constant size)."""
-    return {"orig_im_size": ORIG_IM_SIZE} if file_index == 1 else {}
+class SAM(Family):
+    """Segment Anything: an encoder file and a decoder file; prompts from the options (default: the centre)."""
+
+    key = "sam"
+    title = "Segment Anything"
+    torch_note = "encoder and decoder; the decoder once more for each new prompt size"
+
+    def mask(self, model, rgb, options) -> np.ndarray:
+        return predict(*model.sessions, rgb, options_prompt(options))
+
+    def torch_input_shapes(self, info, file_index: int) -> dict:
+        """The shapes ``predict`` feeds the encoder (0) and, for the default one-point prompt, the decoder (1): what
+        the torch backend converts each graph for first (another prompt size gets its own conversion on first use)."""
+        if file_index == 0:
+            return {0: (FRAME_H, FRAME_W, 3)}
+        return {"image_embeddings": (1, 256, 64, 64), "point_coords": (1, 2, 2), "point_labels": (1, 2),
+                "mask_input": (1, 1, 256, 256), "has_mask_input": (1,)}
+
+    def torch_frozen_inputs(self, info, file_index: int) -> dict:
+        """Decoder inputs ``predict`` always feeds the same value: the torch backend folds them into the graph (the
+        decoder's last Resize then has a constant size)."""
+        return {"orig_im_size": ORIG_IM_SIZE} if file_index == 1 else {}

@@ -24,8 +24,8 @@ single pass:
 3. **Haze.** Values up to ``HAZE`` (10 %) become 0 and those from there to 50 % are stretched back over
    0..50 %: the faint background haze that the models leave goes; the 50 % contour does not move.
 
-Only models whose output is a plain mask (``minmax``, ``sigmoid_minmax``, ``clip_minmax``) take this path; see
-``supports_detail``.
+Only families whose model gives one plain mask take this path (``Family.edge_detail``: not cloth's class map, not
+Segment Anything); the family passes the model run for a crop.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
-DETAIL_OUTPUTS = ("minmax", "sigmoid_minmax", "clip_minmax")
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), full-size pixels
 
 MARGIN = 0.25  # the crop around a subject's box, as a fraction of the box's longer side, on each side
@@ -53,11 +52,6 @@ EPS = 1e-4  # guided filter regulariser, on a 0..1 guide: smaller follows the ph
 HAZE = 0.10  # the faint haze the models leave in the background: values up to this go to 0 (up to 50 % stretched)
 UNSURE = (10, 245)  # the guided filter replaces the bilinear mask only where that is strictly between these
 TILE = 128  # the guided filter runs on TILE×TILE full-size tiles that hold an edge
-
-
-def supports_detail(output: str) -> bool:
-    """True for models whose output is one plain mask (not u2net_cloth_seg's classes, not Segment Anything)."""
-    return output in DETAIL_OUTPUTS
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,39 +290,23 @@ def _feather(box: Box, width: int, height: int) -> np.ndarray:
 # The detail pass
 
 
-def run_model(loaded, rgb: Image.Image) -> np.ndarray:
-    """The model-size uint8 mask of ``rgb`` (rembg's preprocessing and min-max stretch)."""
-    from . import resample as inference
-
-    x, _ = inference.model_input(rgb, loaded.info)
-    outputs = loaded.main.run(None, {loaded.main.get_inputs()[0].name: x})
-    return inference.small_mask(outputs, loaded.info)
-
-
 def detailed_mask(
-    loaded,
     rgb: Image.Image,
     first_small: np.ndarray,
     first_full: Optional[np.ndarray] = None,
     *,
+    run: Callable[[Image.Image], np.ndarray],
     rgb_array: Optional[np.ndarray] = None,
-    run: Optional[Callable[[Image.Image], np.ndarray]] = None,
 ) -> np.ndarray:
     """The "high" edge-detail mask of ``rgb`` (uint8 H×W, the image's size; a new array).
 
-    ``loaded``: the LoadedModel (``loaded.info.output`` must be a plain mask, see ``supports_detail``).
-    ``first_small``: the single pass's model-size uint8 mask (``inference.small_mask``); ``first_full``: the same
-    upscaled to the image's size (``inference.upscale_mask``), reused as the bilinear base if given (not
-    modified). ``rgb_array``: ``np.asarray(rgb)`` if the caller already has it. ``run(crop) -> model-size mask``
-    replaces the model call (tests).
+    ``first_small``: the single pass's model-size uint8 mask; ``first_full``: the same upscaled to the image's size
+    (``resample.upscale_mask``), reused as the bilinear base if given (not modified). ``run(crop)``: the model's
+    model-size mask of a crop (the family's model run). ``rgb_array``: ``np.asarray(rgb)`` if the caller already
+    has it.
     """
     width, height = rgb.size
     source = rgb if rgb_array is None else rgb_array
-    if run is None:
-
-        def run(crop: Image.Image) -> np.ndarray:
-            return run_model(loaded, crop)
-
     out = guided_upsample(first_small, source, first_full)
     for box in subject_boxes(first_small, width, height):
         left, top, right, bottom = box

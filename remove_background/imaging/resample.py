@@ -1,4 +1,4 @@
-"""Model input and output: the same preprocessing and mask maths as rembg, done fast.
+"""The resizes around the model, on the host: the image down to the model's input, the mask back up, done fast.
 
 rembg resizes with LANCZOS in both directions and composites in PIL, which is
 about 1.7× the raw model time on a 4096² image. Here the downscale is an integer
@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image
 
 from .buffers import BUFFERS
-from ..catalog import ModelInfo
 from .halves import on_two_halves
 
 REDUCING_GAP = 3.0  # 2.0 is faster, but its box pre-filter put some sizes just under 99.9 % agreement with rembg
@@ -86,44 +85,6 @@ def downscale(image: Image.Image, side: int) -> np.ndarray:
         return np.asarray(narrow.resize((side, bottom - top), Image.Resampling.LANCZOS, box=box))
 
     return np.concatenate(on_two_halves(output_rows, side))
-
-
-def model_input(image: Image.Image, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
-    """Return (the NCHW float32 tensor the model wants, the resized uint8 RGB it came from)."""
-    small = downscale(image, info.input_size)
-    scale = 1.0 / max(float(small.max()), 1e-6)  # rembg divides by the image's maximum, then normalises
-    x = np.empty((1, 3, *small.shape[:2]), np.float32)
-    for c in range(3):  # (v * scale - mean) / std, one channel plane at a time, straight into NCHW
-        np.multiply(small[..., c], np.float32(scale / info.std[c]), out=x[0, c], dtype=np.float32)
-        x[0, c] -= np.float32(info.mean[c] / info.std[c])
-    return x, small
-
-
-def _minmax(pred: np.ndarray) -> np.ndarray:
-    lo, hi = float(pred.min()), float(pred.max())
-    if hi - lo < 1e-12:  # constant output: rembg divides by zero here
-        return np.clip(pred, 0.0, 1.0)
-    return (pred - lo) / (hi - lo)
-
-
-def small_mask(outputs: list, info: ModelInfo) -> np.ndarray:
-    """The model-resolution mask (uint8), computed as rembg computes it."""
-    pred = np.asarray(outputs[0])[0, 0].astype(np.float32, copy=False)
-    if info.output == "sigmoid_minmax":
-        pred = 1.0 / (1.0 + np.exp(-pred))
-    pred = np.clip(_minmax(pred), 0.0, 1.0)
-    return (pred * 255).astype(np.uint8)
-
-
-CLOTH_CLASSES = {"upper": (1,), "lower": (2,), "full": (3,), "all": (1, 2, 3)}
-
-
-def cloth_mask(outputs: list, category: str = "all") -> np.ndarray:
-    """One uint8 mask for a u2net_cloth_seg category (upper, lower, full or all), at model resolution."""
-    if category not in CLOTH_CLASSES:
-        raise ValueError(f"Unknown cloth category {category!r}. Choose one of: {', '.join(CLOTH_CLASSES)}.")
-    classes = np.argmax(np.asarray(outputs[0])[0], axis=0)
-    return np.isin(classes, CLOTH_CLASSES[category]).astype(np.uint8) * 255
 
 
 def upscale_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:

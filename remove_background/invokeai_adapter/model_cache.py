@@ -21,13 +21,8 @@ from typing import Iterator
 from ..catalog import ModelInfo
 from ..backends.routes import TORCH, ProviderPlan
 from ..backends.pytorch.session import load_module
-from ..backends.models import (
-    LoadedModel,
-    create_ort_sessions,
-    first_route,
-    ort_model,
-    torch_model,
-)
+from ..backends.models import LoadedModel, first_route, ort_model, torch_model
+from ..backends.onnx_runtime import create_sessions
 
 TORCH_KEY_SUFFIX = "#torch"
 
@@ -41,7 +36,7 @@ def cache_key(path: Path, plan: ProviderPlan) -> Path:
 
 
 class InvokeAIModels:
-    """A ``sessions.ModelSource`` over InvokeAI's model cache (``context.models``)."""
+    """A ``backends.cache.ModelSource`` over InvokeAI's model cache (``context.models``)."""
 
     def __init__(self, models):
         self.models = models
@@ -55,7 +50,7 @@ class InvokeAIModels:
                     return load_module(info, path, i)
             else:
                 def loader(_key: Path, path=path):
-                    return create_ort_sessions(info, [path], plan)[0]
+                    return create_sessions(info, [path], plan)[0]
             handles.append(self.models.load_local_model(cache_key(path, plan), loader))
         return handles
 

@@ -1,14 +1,13 @@
 """The torch backend: rembg's ONNX files converted once to torch modules, run in fp32 on a torch device.
 
-``load_module(info, path)`` converts a file (torch_convert.py) into a ``ConvertedModel``: a plain ``nn.Module``
+``load_module(info, path)`` converts a file (convert.py) into a ``ConvertedModel``: a plain ``nn.Module``
 on the CPU whose parameters and buffers are the model's weights, so InvokeAI's model cache can count it, move it
 to VRAM and evict it like its own models. ``TorchSession`` wraps a module on its device and is called like an ONNX
-Runtime session (``get_inputs()``, ``run(None, feeds)`` with NumPy arrays), so every pre- and post-processing step
-written for ONNX Runtime (inference.py, detail.py, sam.py) runs unchanged; ``run_tensors`` keeps tensors on the
-device for the device pipeline (device_pipeline.py).
+Runtime session (``get_inputs()``, ``run(None, feeds)`` with NumPy arrays), so every family's host steps
+(families/) run unchanged; ``run_tensors`` keeps tensors on the device for its device steps (device_work.py).
 
-A graph is converted for the input shapes it will be fed (the model's input size, batch 1): its shapes are folded
-into constants, so a run never reads a tensor back to the host to learn a size. A graph that is later fed other
+A graph is converted for the input shapes its family feeds it (the model's input size, batch 1): its shapes are
+folded into constants, so a run never reads a tensor back to the host to learn a size. A graph that is later fed other
 shapes (Segment Anything's decoder, one point or several) gets one more specialisation for those shapes.
 GPU out of memory becomes a ``DeviceOutOfMemoryError`` that says what to do.
 """
@@ -23,24 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ...catalog import ModelInfo
-from ...errors import DeviceOutOfMemoryError
-
-def expected_shapes(info: ModelInfo, file_index: int) -> dict:
-    """The input shapes a file of ``info`` is fed (by input position or name)."""
-    if info.output == "sam":
-        from ...families import sam
-
-        return sam.torch_input_shapes(file_index)
-    return {0: (1, 3, info.input_size, info.input_size)}  # by position: the one image input
-
-
-def frozen_inputs(info: ModelInfo, file_index: int) -> dict:
-    """Inputs a file of ``info`` is always fed the same value (name -> array): folded into the graph."""
-    if info.output == "sam":
-        from ...families import sam
-
-        return sam.torch_frozen_inputs(file_index)
-    return {}
+from ...errors import DeviceOutOfMemoryError, ProviderUnavailableError
 
 
 def _torch():
@@ -104,14 +86,32 @@ def converted_model_class():
 
 
 def load_module(info: ModelInfo, path: Path, file_index: int = 0):
-    """Convert the ONNX file ``path`` of ``info`` for the shapes it will be fed: a module on the CPU, fp32."""
+    """Convert the ONNX file ``path`` of ``info`` for the shapes its family feeds it: a module on the CPU, fp32."""
+    from ... import families
     from .convert import convert
 
-    frozen = frozen_inputs(info, file_index)
-    graph = convert(path, info.name, expected_shapes(info, file_index), frozen)
+    family = families.of(info)
+    frozen = family.torch_frozen_inputs(info, file_index)
+    graph = convert(path, info.name, family.torch_input_shapes(info, file_index), frozen)
     module = converted_model_class()(path, info.name, graph.onnx_input_names, graph.onnx_output_names, frozen)
     module.add_graph(graph.onnx_input_shapes, graph)
     return module
+
+
+def load_modules(info: ModelInfo, paths: list) -> list:
+    """The converted modules (CPU, fp32) for each of ``info``'s files."""
+    return [load_module(info, path, i) for i, path in enumerate(paths)]
+
+
+def to_device(modules: list, device: str, model: str) -> list:
+    """Move our own (not InvokeAI's) converted modules to ``device``; a device torch cannot use is a route that
+    does not work (auto falls back), out of memory a clear failure."""
+    try:
+        return [m.to(device) for m in modules]
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise out_of_memory_error(model, device, e) from None
+        raise ProviderUnavailableError(f"PyTorch cannot use the device {device} for model '{model}' ({e}).") from None
 
 
 def module_device(module):
