@@ -27,3 +27,23 @@ def test_dependencies_never_bring_a_second_opencv_or_rembg():
 
 def test_licence_is_mit():
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_wheel_ships_every_module_of_every_subpackage(tmp_path):
+    """Package discovery, not a list: a module added in a new subpackage cannot be left out of the wheel."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the clone
+    shutil.copytree(ROOT / "remove_background", source / "remove_background",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (wheel,) = (tmp_path / "dist").glob("remove_background-*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    expected = {str(p.relative_to(ROOT)) for p in (ROOT / "remove_background").rglob("*.py")}
+    assert expected <= shipped, sorted(expected - shipped)
+    assert any(n.startswith("remove_background/families/") for n in shipped)
