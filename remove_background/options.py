@@ -1,12 +1,12 @@
 """Every option of a background removal, declared once: name, type, default, bounds, choices, help, validation.
 
-``remove(image, options)`` takes a ``RemovalOptions``; the node (invocation.py), the command line (cli.py) and the
-batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices and help text
+``remove(image, options)`` takes a ``RemovalOptions``; the node (invokeai_adapter/node.py), the command line
+(cli/) and the batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices and help text
 from here (``node_input`` and ``add_arguments``), and a test keeps all three in agreement.
 
 Most options are one value everywhere. Three have a shape of their own on the node, where InvokeAI's UI has
 better widgets: ``background_color`` (a Background dropdown plus a colour picker), ``sam_point`` (two integer
-fields, -1 = centre) and ``sam_box`` (a bounding-box field). Their conversions are in invocation.py.
+fields, -1 = centre) and ``sam_box`` (a bounding-box field). Their conversions are in invokeai_adapter/node.py.
 """
 
 from __future__ import annotations
@@ -120,14 +120,14 @@ class RemovalOptions:
 
     @property
     def mask(self):
-        """The refine steps' parameters (refine.py)."""
+        """The refine steps' parameters (imaging/refine.py)."""
         from .imaging.refine import MaskOptions
 
         return MaskOptions(self.post_process_mask, self.mask_threshold, self.mask_grow, self.mask_blur, self.mask_invert)
 
     @property
     def matting(self):
-        """The alpha matting parameters (matting.py)."""
+        """The alpha matting parameters (imaging/matting.py)."""
         from .imaging.matting import MattingOptions
 
         return MattingOptions(self.alpha_matting, self.alpha_matting_foreground_threshold,

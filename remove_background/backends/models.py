@@ -1,7 +1,7 @@
 """Live models: ``LoadedModel`` (a model's sessions on their route) and how one is created, routes tried in turn.
 
 A ``LoadedModel`` is what the pipeline holds while it runs: the catalog entry, its family, the sessions (ONNX
-Runtime sessions, or torch_backend ``TorchSession``s called the same way) and the route that really runs them.
+Runtime sessions, or pytorch/session.py's ``TorchSession``s called the same way) and the route that really runs them.
 ``start(rgb, alpha)`` hands out the steps for one image: the host's (work.Work), or the torch backend's device
 version (pytorch/device_work.DeviceWork) where a converted model runs on a GPU. The pipeline does not know which.
 """

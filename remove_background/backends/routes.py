@@ -1,7 +1,7 @@
 """Execution providers: map the user's choice to a backend and device, and check what loaded.
 
 Two backends run the same ONNX files: ONNX Runtime (its providers: CPU, CUDA, TensorRT, ...) and ``torch``, the
-files converted with onnx2torch and run on InvokeAI's own torch device (torch_backend.py).
+files converted with onnx2torch and run on InvokeAI's own torch device (pytorch/session.py).
 
 Policy (documented in the README):
 - ``auto``: ONNX Runtime's GPU provider when it is installed and loads; otherwise torch when InvokeAI's device is a

@@ -4,7 +4,7 @@ Older releases fail in ways that say nothing about their age: InvokeAI 4.x impor
 (or, through install.py's shim, registers one whose every run fails on ``context.util.signal_progress``), and 3.x
 has no ``invokeai.invocation_api``. So the package refuses them when InvokeAI loads it, before any of that.
 
-Standard library only, and loadable by path (as install.py loads safe_install.py).
+Standard library only, and loadable by path (as install.py loads install/safe_install.py).
 """
 
 from __future__ import annotations
