@@ -1,8 +1,8 @@
 """Every option of a background removal, declared once: name, type, default, bounds, choices, help, validation.
 
 ``remove(image, options)`` takes a ``RemovalOptions``; the node (invokeai_adapter/node.py), the command line
-(cli/) and the batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices and help text
-from here (``node_input`` and ``add_arguments``), and a test keeps all three in agreement.
+(cli/) and the batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices
+and help text from here (``node_input`` and ``add_arguments``), and a test keeps all three in agreement.
 
 Most options are one value everywhere. Three have a shape of their own on the node, where InvokeAI's UI has
 better widgets: ``background_color`` (a Background dropdown plus a colour picker), ``sam_point`` (two integer
