@@ -129,8 +129,11 @@ class DeviceFrame:
 
     def _matrix(self, in_size: int, out_size: int, box0: float, box1: float):
         key = (str(self.device), "lanczos", in_size, out_size, box0, box1)
-        weights = lambda: lanczos_matrix(in_size, out_size, box0, box1)  # noqa: E731
-        return _cached(key, lambda: self.torch.from_numpy(weights()).to(self.device))
+
+        def upload():
+            return self.torch.from_numpy(lanczos_matrix(in_size, out_size, box0, box1)).to(self.device)
+
+        return _cached(key, upload)
 
     def _resample(self, planes, out_w: int, out_h: int, box_w: float, box_h: float):
         """PIL's LANCZOS resize of C×H×W float planes (values 0..255) to C×out_h×out_w, box (0, 0, box_w, box_h):
