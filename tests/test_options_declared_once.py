@@ -12,7 +12,7 @@ from PIL import Image
 from remove_background import RemovalOptions, remove
 
 from remove_background.cli import commands as cli
-from remove_background.options import FIELDS, NAMES, flag, node_name
+from remove_background.options import FIELDS, NAMES, flag, help_text, node_name
 
 INVOKEAI_OWN = {"id", "type", "is_intermediate", "use_cache", "board", "metadata", "image"}
 
@@ -46,7 +46,7 @@ def test_node_field_agrees_with_the_option(node, name):
     info = node.RemoveBackgroundInvocation.model_fields[node_name(name)]
     meta = FIELDS[name].metadata
     assert info.default == FIELDS[name].default
-    assert info.description == meta["help"]
+    assert info.description == help_text(name, "node")
     assert _bounds(info) == (meta["ge"], meta["le"])
     extra = info.json_schema_extra or {}
     if meta["labels"] is not None:
@@ -70,11 +70,23 @@ def test_cli_flag_agrees_with_the_option(name):
     meta, default = FIELDS[name].metadata, FIELDS[name].default
     assert flag(name) in action.option_strings
     assert action.default == default or (default is None and action.default is None)
-    assert meta["help"].replace("%", "%%") in action.help
+    assert help_text(name, "cli").replace("%", "%%") in action.help
     if meta["labels"] is not None:
         assert list(action.choices) == list(meta["labels"])
     if meta["ge"] is not None:
         assert f"[{meta['ge']:g} to {meta['le']:g}" in action.help
+
+
+def test_help_texts_speak_to_where_they_are_shown():
+    """One declaration per option; the node's text speaks of InvokeAI, the command line's of its own folder and
+    device (issue 27: the CLI's --model help sent users to <InvokeAI models dir>/rembg)."""
+    node, cli_text = {n: help_text(n, "node") for n in NAMES}, {n: help_text(n, "cli") for n in NAMES}
+    assert "<InvokeAI models dir>/rembg" in node["model"] and "InvokeAI's GPU" in node["provider"]
+    assert not any("InvokeAI" in text for text in cli_text.values())
+    assert "--models-dir" in cli_text["model"] and "$REMOVE_BACKGROUND_MODELS" in cli_text["model"]
+    assert not any("{" in text for text in (*node.values(), *cli_text.values()))  # every placeholder filled
+    same = [n for n in NAMES if node[n] == cli_text[n]]
+    assert set(NAMES) - set(same) == {"model", "provider"}  # the rest is one text everywhere
 
 
 def test_the_cli_has_no_option_flags_of_its_own_beyond_files_and_shorthands():
