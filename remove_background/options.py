@@ -283,3 +283,13 @@ def add_command_line(parser: argparse.ArgumentParser, models_dir_help: str) -> N
 def from_arguments(args: argparse.Namespace) -> RemovalOptions:
     """The options a parsed command line asked for (ValueError naming the option when one is out of range)."""
     return RemovalOptions(**{name: getattr(args, name) for name in NAMES})
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, RemovalOptions]:
+    """``argv`` parsed, and the options it asked for; a value out of range is a usage error naming the option."""
+    args = parser.parse_args(argv)
+    try:
+        return args, from_arguments(args)
+    except ValueError as e:
+        parser.error(str(e))
+        raise  # not reached: parser.error exits

@@ -12,7 +12,8 @@ from PIL import Image
 from remove_background import RemovalOptions, remove
 
 from remove_background.cli import commands as cli
-from remove_background.options import FIELDS, NAMES, flag, help_text, node_name
+from remove_background.cli import files
+from remove_background.options import FIELDS, NAMES, flag, from_arguments, help_text, node_name
 
 INVOKEAI_OWN = {"id", "type", "is_intermediate", "use_cache", "board", "metadata", "image"}
 
@@ -56,7 +57,7 @@ def test_node_field_agrees_with_the_option(node, name):
 
 def _cli_actions() -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser()
-    cli._add_options(parser)
+    files.add_options(parser)
     actions: dict[str, argparse.Action] = {}
     for a in parser._actions:  # the option's own flag first; --mask-only is a shorthand for --output-mode
         if a.option_strings and (a.dest not in actions or flag(a.dest) in a.option_strings):
@@ -119,12 +120,12 @@ def test_node_fields_build_the_same_options(node):
 
 def test_cli_flags_build_the_same_options():
     parser = argparse.ArgumentParser()
-    cli._add_options(parser)
+    files.add_options(parser)
     args = parser.parse_args(["-m", "u2net", "--mask-blur", "2", "--mask-only", "--background-color", "10,20,30",
                               "--sam-point", "3", "4"])
-    assert cli.from_arguments(args) == RemovalOptions(model="u2net", mask_blur=2, output_mode="mask_only",
+    assert from_arguments(args) == RemovalOptions(model="u2net", mask_blur=2, output_mode="mask_only",
                                                       background_color=(10, 20, 30, 255), sam_point=(3, 4))
-    assert cli.from_arguments(parser.parse_args([])) == RemovalOptions()
+    assert from_arguments(parser.parse_args([])) == RemovalOptions()
 
 
 def test_keyword_style_and_options_style_give_the_same_result(models_dir):
