@@ -61,6 +61,7 @@ If InvokeAI's environment was rebuilt (the launcher does that on updates) and th
 loaded from the clone instead, and its first run names the command that installs what is missing.
 """
 
+import os
 import sys
 
 SOURCE = {source!r}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import subprocess
 import sys
 import types
@@ -162,3 +163,21 @@ def test_install_py_loads_the_root_finder_and_refuses_a_missing_root(tmp_path):
                         str(tmp_path / "nowhere"), "--dry-run"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and f"InvokeAI root {tmp_path / 'nowhere'} does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_node_pack_shim_install_py_writes_runs(monkeypatch, tmp_path):
+    """The shim's text as install.py writes it runs: it records the clone and the root, then imports the node
+    module (stood in for here: the real one needs InvokeAI, run by test_install_pristine)."""
+    spec = importlib.util.spec_from_file_location("_install_py", Path(__file__).resolve().parents[1] / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    for name in ("REMOVE_BACKGROUND_SOURCE", "REMOVE_BACKGROUND_INVOKEAI_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    import remove_background
+
+    monkeypatch.setitem(sys.modules, "remove_background.invocation", types.ModuleType("remove_background.invocation"))
+    monkeypatch.setattr(remove_background, "invocation", sys.modules["remove_background.invocation"], raising=False)
+    exec(compile(install.SHIM_INIT.format(source=str(tmp_path / "clone"), root=str(tmp_path / "root")), "shim", "exec"),
+         {"__name__": "remove_background_node"})
+    assert os.environ["REMOVE_BACKGROUND_SOURCE"] == str(tmp_path / "clone")
+    assert os.environ["REMOVE_BACKGROUND_INVOKEAI_ROOT"] == str(tmp_path / "root")
