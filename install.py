@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -51,7 +50,8 @@ def _load(module: str):
     return loaded
 
 
-config_folder = _load("invokeai_adapter/config").config_folder
+invokeai_config = _load("invokeai_adapter/config")
+config_folder = invokeai_config.config_folder
 safe = _load("install/safe_install")
 support = _load("invokeai_adapter/releases")
 
@@ -78,16 +78,6 @@ except ImportError as e:
         del sys.modules[name]
     import remove_background.invocation  # noqa: F401,E402
 '''
-
-
-def find_root(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    if os.environ.get("INVOKEAI_ROOT"):
-        return Path(os.environ["INVOKEAI_ROOT"]).expanduser().resolve()
-    if (REPO.parent.parent / "invokeai.yaml").is_file():  # this clone is <root>/nodes/<pack>
-        return REPO.parent.parent
-    return (Path.home() / "invokeai").resolve()
 
 
 def build_wheel(tool, out: Path) -> Path:
@@ -125,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--tool", choices=("pip", "uv"), help="force pip or uv (default: pip if this Python has it, else uv)")
     a = p.parse_args(argv)
 
-    root = find_root(a.root)
+    root = invokeai_config.find_root(a.root, clone=REPO, assume_home="always")
     nodes = config_folder(root, "custom_nodes_dir", "nodes")
     pack_is_node_folder = REPO.parent.resolve() == nodes.resolve()
     shim = nodes / SHIM

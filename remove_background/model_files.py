@@ -1,11 +1,16 @@
-"""Model files: find them, verify them once, download them atomically.
+"""Model files: where they live, finding them, verifying them once, downloading them atomically.
 
-Layout: ``<models_dir>/<file name from the catalog>``. Inside InvokeAI
-``models_dir`` is ``<InvokeAI models dir>/rembg``. Files that rembg itself
-already downloaded (``$U2NET_HOME``, ``~/.u2net``) are used where they lie.
+Where model files live, the one rule (the node, the Python API, the command line, ``download``, ``doctor`` and the
+batch path all follow it; ``doctor`` shows the folders it gives on this machine):
 
-A file is hashed once; the result is remembered in ``.verified.json`` beside
-it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run.
+- Inside InvokeAI (the node): ``<InvokeAI models dir>/rembg`` (``invokeai_models_dir``).
+- Everywhere else: the folder given (``--models-dir``, ``models_dir=``), else ``$REMOVE_BACKGROUND_MODELS``, else
+  ``~/.cache/remove-background/models`` (under ``$XDG_CACHE_HOME`` when set) (``models_dir_or_default``).
+- In both, rembg's own downloads (``$U2NET_HOME``, ``~/.u2net``) are searched too and used where they lie; they are
+  never written (``rembg_dirs``). A missing file is downloaded into the first folder.
+
+Layout: ``<folder>/<file name from the catalog>``. A file is hashed once; the result is remembered in
+``.verified.json`` beside it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run.
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ _index_lock = threading.Lock()
 _download_locks: dict[Path, threading.Lock] = {}
 
 
+INVOKEAI_SUBFOLDER = "rembg"
+DEFAULT_FOLDER_TEXT = "$REMOVE_BACKGROUND_MODELS or ~/.cache/remove-background/models"  # for help texts
+REMBG_FOLDERS_TEXT = "$U2NET_HOME, ~/.u2net"
+
+
+def invokeai_models_dir(invokeai_models_path) -> Path:
+    """The node's folder: ``<InvokeAI models dir>/rembg``."""
+    return Path(invokeai_models_path) / INVOKEAI_SUBFOLDER
+
+
 def default_models_dir() -> Path:
     """Where models go outside InvokeAI: ``$REMOVE_BACKGROUND_MODELS`` or ``~/.cache/remove-background/models``."""
     env = os.environ.get("REMOVE_BACKGROUND_MODELS")
@@ -43,6 +58,11 @@ def default_models_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "remove-background" / "models"
+
+
+def models_dir_or_default(models_dir=None) -> Path:
+    """The folder given (a ``str`` or ``Path``, ``~`` expanded), else ``default_models_dir()``."""
+    return Path(models_dir).expanduser() if models_dir else default_models_dir()
 
 
 def rembg_dirs() -> list[Path]:

@@ -1,8 +1,11 @@
 """Every option of a background removal, declared once: name, type, default, bounds, choices, help, validation.
 
-``remove(image, options)`` takes a ``RemovalOptions``; the node (invokeai_adapter/node.py), the command line
-(cli/) and the batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices
-and help text from here (``node_input`` and ``add_arguments``), and a test keeps all three in agreement.
+``remove(image, options)`` takes a ``RemovalOptions``; the node (invokeai_adapter/node.py), the command line (cli/)
+and the batch path build one. The node's fields and the CLI's flags take their defaults, bounds, choices and help
+text from here (``node_input`` and ``add_arguments``), and a test keeps all three in agreement.
+
+A help text is written once, with the few words that differ between where it is shown (inside InvokeAI, or the
+standalone command line) as ``{placeholders}`` that ``CONTEXTS`` fills in: ``help_text(name, "node" | "cli")``.
 
 Most options are one value everywhere. Three have a shape of their own on the node, where InvokeAI's UI has
 better widgets: ``background_color`` (a Background dropdown plus a colour picker), ``sam_point`` (two integer
@@ -18,6 +21,7 @@ from typing import Any, Optional
 
 from .catalog import DEFAULT_MODEL, MODELS
 from .errors import check_range
+from .model_files import DEFAULT_FOLDER_TEXT, REMBG_FOLDERS_TEXT
 from .backends.routes import PROVIDER_CHOICES
 
 GROUPS = {
@@ -25,6 +29,17 @@ GROUPS = {
     "mask": "mask (applied in this order: alpha matting, post-process, threshold, grow/shrink, blur, invert)",
     "output": "output",
     "prompt": "model-specific prompts",
+}
+
+
+CONTEXTS = {  # the words of a help text that depend on where it is shown
+    "node": {"models_folder": "<InvokeAI models dir>/rembg",
+             "gpu": "InvokeAI's GPU",
+             "device": "InvokeAI's device"},
+    "cli": {"models_folder": f"the models folder (--models-dir; default {DEFAULT_FOLDER_TEXT}; rembg's own "
+                             f"downloads in {REMBG_FOLDERS_TEXT} are used too)",
+            "gpu": "this machine's GPU",
+            "device": "torch's own device (its GPU, else the CPU)"},
 }
 
 
@@ -50,12 +65,12 @@ MAX_ERODE = 64
 class RemovalOptions:
     """What to remove and how. Build it with keywords; every value is checked, with errors that name the option."""
 
-    model: str = option(DEFAULT_MODEL, "The rembg model. Files live in <InvokeAI models dir>/rembg; a missing one "
+    model: str = option(DEFAULT_MODEL, "The rembg model. Files live in {models_folder}; a missing one "
                         "is downloaded. bria-rmbg is licensed for NON-COMMERCIAL use only.", "model",
                         labels={name: info.label for name, info in MODELS.items()}, short="-m")
-    provider: str = option("auto", "Where the model runs. Auto: on InvokeAI's GPU (ONNX Runtime's GPU provider if "
+    provider: str = option("auto", "Where the model runs. Auto: on {gpu} (ONNX Runtime's GPU provider if "
                            "installed, else PyTorch on that device), on the CPU with ONNX Runtime otherwise; each "
-                           "fallback says why in the log. Torch: PyTorch on InvokeAI's device. An explicit choice "
+                           "fallback says why in the log. Torch: PyTorch on {device}. An explicit choice "
                            "fails clearly if it cannot run.",
                            "model", labels=PROVIDER_CHOICES, node="execution_provider", short="-p")
     edge_detail: str = option("standard", "Standard: the model sees the whole image once at its own input size "
@@ -194,10 +209,15 @@ def _box(value) -> Optional[tuple[float, float, float, float]]:
 # --- front doors --------------------------------------------------------------------------------------------------
 
 
+def help_text(name: str, context: str) -> str:
+    """Option ``name``'s help as shown in ``context``: ``"node"`` (inside InvokeAI) or ``"cli"`` (the command line)."""
+    return FIELDS[name].metadata["help"].format(**CONTEXTS[context])
+
+
 def node_input(name: str) -> dict:
     """Keyword arguments for InvokeAI's ``InputField`` of option ``name``: default, bounds, description, labels."""
     meta = FIELDS[name].metadata
-    out: dict[str, Any] = {"default": FIELDS[name].default, "description": meta["help"]}
+    out: dict[str, Any] = {"default": FIELDS[name].default, "description": help_text(name, "node")}
     if meta["ge"] is not None:
         out.update(ge=meta["ge"], le=meta["le"])
     if meta["labels"] is not None:
@@ -219,7 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         meta = f.metadata
         names = [meta["short"], flag(name)] if meta["short"] else [flag(name)]
-        text = meta["help"].replace("%", "%%")
+        text = help_text(name, "cli").replace("%", "%%")
         if meta["ge"] is not None:
             text += f" [{meta['ge']:g} to {meta['le']:g}; default {f.default:g}]"
         group = groups[meta["group"]]
@@ -253,3 +273,13 @@ def add_command_line(parser: argparse.ArgumentParser, models_dir_help: str) -> N
 def from_arguments(args: argparse.Namespace) -> RemovalOptions:
     """The options a parsed command line asked for (ValueError naming the option when one is out of range)."""
     return RemovalOptions(**{name: getattr(args, name) for name in NAMES})
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, RemovalOptions]:
+    """``argv`` parsed, and the options it asked for; a value out of range is a usage error naming the option."""
+    args = parser.parse_args(argv)
+    try:
+        return args, from_arguments(args)
+    except ValueError as e:
+        parser.error(str(e))
+        raise  # not reached: parser.error exits

@@ -171,3 +171,18 @@ def test_model_status_reports_without_hashing(tmp_path):
     assert model_files.model_status(info, tmp_path)[0][2] == "present"
     model_files.ensure_model(info, tmp_path, allow_download=False)
     assert model_files.model_status(info, tmp_path)[0][2] == "verified"
+
+
+def test_the_models_folder_rule(tmp_path, monkeypatch):
+    """model_files' one rule: the node's <InvokeAI models dir>/rembg; elsewhere the folder given, else
+    $REMOVE_BACKGROUND_MODELS, else ~/.cache/remove-background/models (under $XDG_CACHE_HOME when set)."""
+    assert model_files.invokeai_models_dir(tmp_path / "models") == tmp_path / "models" / "rembg"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert model_files.models_dir_or_default("~/given") == tmp_path / "home" / "given"
+    monkeypatch.setenv("REMOVE_BACKGROUND_MODELS", "~/env")
+    assert model_files.models_dir_or_default() == tmp_path / "home" / "env"
+    monkeypatch.delenv("REMOVE_BACKGROUND_MODELS")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert model_files.models_dir_or_default() == tmp_path / "home" / ".cache" / "remove-background" / "models"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert model_files.models_dir_or_default(None) == tmp_path / "xdg" / "remove-background" / "models"

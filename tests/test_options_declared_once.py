@@ -12,7 +12,8 @@ from PIL import Image
 from remove_background import RemovalOptions, remove
 
 from remove_background.cli import commands as cli
-from remove_background.options import FIELDS, NAMES, flag, node_name
+from remove_background.cli import files
+from remove_background.options import FIELDS, NAMES, flag, from_arguments, help_text, node_name
 
 INVOKEAI_OWN = {"id", "type", "is_intermediate", "use_cache", "board", "metadata", "image"}
 
@@ -46,7 +47,7 @@ def test_node_field_agrees_with_the_option(node, name):
     info = node.RemoveBackgroundInvocation.model_fields[node_name(name)]
     meta = FIELDS[name].metadata
     assert info.default == FIELDS[name].default
-    assert info.description == meta["help"]
+    assert info.description == help_text(name, "node")
     assert _bounds(info) == (meta["ge"], meta["le"])
     extra = info.json_schema_extra or {}
     if meta["labels"] is not None:
@@ -56,7 +57,7 @@ def test_node_field_agrees_with_the_option(node, name):
 
 def _cli_actions() -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser()
-    cli._add_options(parser)
+    files.add_options(parser)
     actions: dict[str, argparse.Action] = {}
     for a in parser._actions:  # the option's own flag first; --mask-only is a shorthand for --output-mode
         if a.option_strings and (a.dest not in actions or flag(a.dest) in a.option_strings):
@@ -70,11 +71,23 @@ def test_cli_flag_agrees_with_the_option(name):
     meta, default = FIELDS[name].metadata, FIELDS[name].default
     assert flag(name) in action.option_strings
     assert action.default == default or (default is None and action.default is None)
-    assert meta["help"].replace("%", "%%") in action.help
+    assert help_text(name, "cli").replace("%", "%%") in action.help
     if meta["labels"] is not None:
         assert list(action.choices) == list(meta["labels"])
     if meta["ge"] is not None:
         assert f"[{meta['ge']:g} to {meta['le']:g}" in action.help
+
+
+def test_help_texts_speak_to_where_they_are_shown():
+    """One declaration per option; the node's text speaks of InvokeAI, the command line's of its own folder and
+    device (issue 27: the CLI's --model help sent users to <InvokeAI models dir>/rembg)."""
+    node, cli_text = {n: help_text(n, "node") for n in NAMES}, {n: help_text(n, "cli") for n in NAMES}
+    assert "<InvokeAI models dir>/rembg" in node["model"] and "InvokeAI's GPU" in node["provider"]
+    assert not any("InvokeAI" in text for text in cli_text.values())
+    assert "--models-dir" in cli_text["model"] and "$REMOVE_BACKGROUND_MODELS" in cli_text["model"]
+    assert not any("{" in text for text in (*node.values(), *cli_text.values()))  # every placeholder filled
+    same = [n for n in NAMES if node[n] == cli_text[n]]
+    assert set(NAMES) - set(same) == {"model", "provider"}  # the rest is one text everywhere
 
 
 def test_the_cli_has_no_option_flags_of_its_own_beyond_files_and_shorthands():
@@ -107,12 +120,12 @@ def test_node_fields_build_the_same_options(node):
 
 def test_cli_flags_build_the_same_options():
     parser = argparse.ArgumentParser()
-    cli._add_options(parser)
+    files.add_options(parser)
     args = parser.parse_args(["-m", "u2net", "--mask-blur", "2", "--mask-only", "--background-color", "10,20,30",
                               "--sam-point", "3", "4"])
-    assert cli.from_arguments(args) == RemovalOptions(model="u2net", mask_blur=2, output_mode="mask_only",
+    assert from_arguments(args) == RemovalOptions(model="u2net", mask_blur=2, output_mode="mask_only",
                                                       background_color=(10, 20, 30, 255), sam_point=(3, 4))
-    assert cli.from_arguments(parser.parse_args([])) == RemovalOptions()
+    assert from_arguments(parser.parse_args([])) == RemovalOptions()
 
 
 def test_keyword_style_and_options_style_give_the_same_result(models_dir):

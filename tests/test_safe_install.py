@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +86,98 @@ def test_removal_plan_keeps_what_something_else_needs(monkeypatch):
     remove, kept = safe_install.removal_plan("remove-background", manifest)
     assert remove == ["PyMatting", "remove-background"]
     assert any("numba (needed by other-node-pack)" in k for k in kept)
+
+
+# --- one function finds an InvokeAI root (invokeai_adapter/config.find_root); each caller's differences are its
+# parameters: install.py (assume_home="always", its clone), doctor ("if_present" where InvokeAI is installed), the
+# run-time install command ("never": --root only when known)
+
+
+@pytest.fixture
+def no_root_hints(monkeypatch, tmp_path):
+    """No root from the environment or a running InvokeAI; a home without ~/invokeai."""
+    from remove_background.invokeai_adapter import config
+
+    for name in ("INVOKEAI_ROOT", config.SHIM_ROOT_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, config.RUNNING_CONFIG, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    return config
+
+
+def test_find_root_takes_the_first_it_knows(no_root_hints, monkeypatch, tmp_path):
+    config = no_root_hints
+    clone_root = tmp_path / "cloned-into"
+    (clone_root / "nodes" / "remove-background").mkdir(parents=True)
+    (clone_root / "invokeai.yaml").write_text("schema_version: 4.0.2\n")
+    clone = clone_root / "nodes" / "remove-background"
+    assert config.find_root(clone=clone) == clone_root  # a clone in <root>/nodes/
+    assert config.find_root(clone=tmp_path / "elsewhere" / "clone") is None  # not beside an invokeai.yaml
+    monkeypatch.setenv("INVOKEAI_ROOT", str(tmp_path / "env"))
+    assert config.find_root(clone=clone) == tmp_path / "env"
+    running = types.SimpleNamespace(get_config=lambda: types.SimpleNamespace(root_path=tmp_path / "running"))
+    monkeypatch.setitem(sys.modules, config.RUNNING_CONFIG, running)  # stands in for InvokeAI's loaded config
+    assert config.find_root(clone=clone) == tmp_path / "running"
+    monkeypatch.setenv(config.SHIM_ROOT_VARIABLE, str(tmp_path / "shim"))
+    assert config.find_root(clone=clone) == tmp_path / "shim"
+    assert config.find_root("~/given", clone=clone) == tmp_path / "home" / "given"  # explicit first, ~ expanded
+
+
+def test_find_root_assumes_home_only_as_asked(no_root_hints, tmp_path):
+    config = no_root_hints
+    home_root = tmp_path / "home" / "invokeai"
+    assert config.find_root() is None
+    assert config.find_root(assume_home="if_present") is None  # doctor: not a folder that is not there
+    assert config.find_root(assume_home="always") == home_root  # install.py: then says it does not exist
+    home_root.mkdir()
+    assert config.find_root(assume_home="if_present") == home_root
+    assert config.find_root() is None  # the run-time install command never guesses
+    with pytest.raises(ValueError, match="assume_home"):
+        config.find_root(assume_home="sometimes")
+
+
+def test_the_run_time_install_command_names_the_root_only_when_known(no_root_hints, monkeypatch, tmp_path):
+    (tmp_path / "home" / "invokeai").mkdir()  # there, but not known to be the one
+    monkeypatch.delenv("REMOVE_BACKGROUND_SOURCE", raising=False)
+    assert dependencies.source_checkout() == Path(__file__).resolve().parents[1]  # this checkout holds install.py
+    assert "--root" not in dependencies.install_command(["pymatting"])
+    monkeypatch.setenv("INVOKEAI_ROOT", str(tmp_path / "r"))
+    assert dependencies.install_command(["pymatting"]).endswith(f"install.py --root {tmp_path / 'r'}")
+
+
+def test_doctor_assumes_home_only_where_invokeai_is_installed(no_root_hints, monkeypatch, tmp_path):
+    (tmp_path / "home" / "invokeai").mkdir()
+    out = io.StringIO()
+    doctor.run(models_dir=tmp_path, out=out, available=["CPUExecutionProvider"])
+    assert f"InvokeAI: 6.14.2, root {tmp_path / 'home' / 'invokeai'}" in out.getvalue()
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version", lambda dist: None if dist == "invokeai" else real(dist))
+    out = io.StringIO()
+    doctor.run(models_dir=tmp_path, out=out, available=["CPUExecutionProvider"])
+    assert "InvokeAI: not installed in this environment\n" in out.getvalue()
+
+
+def test_install_py_loads_the_root_finder_and_refuses_a_missing_root(tmp_path):
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "install.py"), "--root",
+                        str(tmp_path / "nowhere"), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and f"InvokeAI root {tmp_path / 'nowhere'} does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_the_node_pack_shim_install_py_writes_runs(monkeypatch, tmp_path):
+    """The shim's text as install.py writes it runs: it records the clone and the root, then imports the node
+    module (stood in for here: the real one needs InvokeAI, run by test_install_pristine)."""
+    spec = importlib.util.spec_from_file_location("_install_py", Path(__file__).resolve().parents[1] / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    for name in ("REMOVE_BACKGROUND_SOURCE", "REMOVE_BACKGROUND_INVOKEAI_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    import remove_background
+
+    monkeypatch.setitem(sys.modules, "remove_background.invocation", types.ModuleType("remove_background.invocation"))
+    monkeypatch.setattr(remove_background, "invocation", sys.modules["remove_background.invocation"], raising=False)
+    exec(compile(install.SHIM_INIT.format(source=str(tmp_path / "clone"), root=str(tmp_path / "root")), "shim", "exec"),
+         {"__name__": "remove_background_node"})
+    assert os.environ["REMOVE_BACKGROUND_SOURCE"] == str(tmp_path / "clone")
+    assert os.environ["REMOVE_BACKGROUND_INVOKEAI_ROOT"] == str(tmp_path / "root")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import DependencyMissingError
+from ..invokeai_adapter.config import find_root
 from .safe_install import package_command, quote
 
 # module -> the distribution that provides it where InvokeAI is not there to provide it
@@ -24,24 +25,15 @@ _checked = False
 
 def source_checkout() -> Optional[Path]:
     """The clone this package was installed from or is loaded from (it holds install.py), if known."""
-    for candidate in (os.environ.get("REMOVE_BACKGROUND_SOURCE"), Path(__file__).resolve().parent.parent):
+    for candidate in (os.environ.get("REMOVE_BACKGROUND_SOURCE"), Path(__file__).resolve().parents[2]):
         if candidate and (Path(candidate) / "install.py").is_file():
             return Path(candidate)
     return None
 
 
-def invokeai_root() -> Optional[str]:
-    """The root of the InvokeAI this runs in, when it runs in one."""
-    if os.environ.get("REMOVE_BACKGROUND_INVOKEAI_ROOT"):
-        return os.environ["REMOVE_BACKGROUND_INVOKEAI_ROOT"]
-    if "invokeai.app.services.config.config_default" in sys.modules:
-        try:
-            from invokeai.app.services.config.config_default import get_config
-
-            return str(get_config().root_path)
-        except Exception:
-            return None
-    return None
+def invokeai_root() -> Optional[Path]:
+    """The InvokeAI root the install command names, only where it is known (never a guess)."""
+    return find_root(clone=source_checkout(), assume_home="never")
 
 
 def install_command(absent: Optional[list[str]] = None) -> str:
@@ -52,7 +44,7 @@ def install_command(absent: Optional[list[str]] = None) -> str:
     source = source_checkout()
     if source is not None:
         root = invokeai_root()
-        return quote([sys.executable, str(source / "install.py"), *(["--root", root] if root else [])])
+        return quote([sys.executable, str(source / "install.py"), *(["--root", str(root)] if root else [])])
     names = [REQUIRED[m] for m in (absent or REQUIRED)]
     if "opencv-python-headless" in names and importlib.util.find_spec("invokeai") is not None:
         names.remove("opencv-python-headless")  # never beside InvokeAI's opencv-contrib-python

@@ -28,6 +28,7 @@ from invokeai.app.invocations.fields import TensorField
 
 from .. import __version__
 from ..catalog import MODEL_NAMES
+from ..model_files import invokeai_models_dir
 from .model_cache import InvokeAIModels
 from ..options import CLOTH_LABELS, EDGE_DETAIL_LABELS, OUTPUT_LABELS, RemovalOptions, node_input, node_name
 from ..pipeline import remove
@@ -35,7 +36,6 @@ from ..backends.routes import PROVIDER_CHOICES
 
 NODE_ID = "remove_background_rembg"
 OUTPUT_ID = "remove_background_rembg_output"
-MODELS_SUBDIR = "rembg"
 
 ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 ProviderName = Literal[tuple(PROVIDER_CHOICES)]  # type: ignore[valid-type]
@@ -48,8 +48,8 @@ NODE_SHAPED = {"background_color": ("background", "background_color"), "sam_poin
 
 
 def models_dir(context: InvocationContext) -> Path:
-    """``<InvokeAI models dir>/rembg``: where this node keeps model files."""
-    return Path(context.config.get().models_path) / MODELS_SUBDIR
+    """``<InvokeAI models dir>/rembg``: where this node keeps model files (the rule: model_files)."""
+    return invokeai_models_dir(context.config.get().models_path)
 
 
 def current_device() -> Optional[str]:
