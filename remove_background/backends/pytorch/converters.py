@@ -187,6 +187,7 @@ class Resize(nn.Module, OnnxToTorchModule):
             return aten.upsample_bilinear2d.default(x, self.spatial, self.align_corners, *self.factors)
         return aten.upsample_trilinear3d.default(x, self.spatial, self.align_corners, *self.factors)
 
+
 class Reshape(nn.Module, OnnxToTorchModule):
     def __init__(self, shape, allowzero):
         super().__init__()
@@ -197,6 +198,7 @@ class Reshape(nn.Module, OnnxToTorchModule):
         if self.allowzero:
             return x.reshape(self.shape)
         return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(self.shape)])
+
 
 class Slice(nn.Module, OnnxToTorchModule):
     def __init__(self, starts, ends, axes, steps):
@@ -209,6 +211,7 @@ class Slice(nn.Module, OnnxToTorchModule):
             x = _slice_axis(x, axis, start, end, step)
         return x
 
+
 class Expand(nn.Module, OnnxToTorchModule):
     def __init__(self, shape):
         super().__init__()
@@ -217,6 +220,7 @@ class Expand(nn.Module, OnnxToTorchModule):
     def forward(self, x):
         return x.expand(_broadcast(list(x.shape), self.shape))
 
+
 class Tile(nn.Module, OnnxToTorchModule):
     def __init__(self, repeats):
         super().__init__()
@@ -224,6 +228,7 @@ class Tile(nn.Module, OnnxToTorchModule):
 
     def forward(self, x):
         return x.repeat(self.repeats)
+
 
 class Pad(nn.Module, OnnxToTorchModule):
     _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
@@ -249,6 +254,7 @@ class Pad(nn.Module, OnnxToTorchModule):
             return torch.nn.functional.pad(x, self.pads, mode="constant", value=self.value)
         return torch.nn.functional.pad(x, self.pads, mode=self.mode)
 
+
 class Split(nn.Module, OnnxToTorchModule):
     def __init__(self, split, axis, outputs):
         super().__init__()
@@ -260,6 +266,7 @@ class Split(nn.Module, OnnxToTorchModule):
         parts = torch.split(x, self.split, dim=self.axis)
         return parts[0] if self.single else tuple(parts)
 
+
 class Squeeze(nn.Module, OnnxToTorchModule):
     def __init__(self, axes):
         super().__init__()
@@ -269,6 +276,7 @@ class Squeeze(nn.Module, OnnxToTorchModule):
         for axis in self.axes:
             x = x.squeeze(axis)
         return x
+
 
 class Clip(nn.Module, OnnxToTorchModule):
     """Clip that keeps the input's dtype (integer bounds stay integers)."""
@@ -284,6 +292,26 @@ class Clip(nn.Module, OnnxToTorchModule):
         if low is None and high is None:
             return x
         return torch.clamp(x, low, high)
+
+
+class Gather(nn.Module, OnnxToTorchModule):
+    """ONNX Gather with a 0-dim index, which drops the axis. onnx2torch indexes with the 0-dim tensor, which torch
+    reads back to the host (``.item()``) on every run; here a constant index is a Python int (``select``) and a
+    computed one stays on the device (``index_select``)."""
+
+    def __init__(self, axis, index=None):
+        super().__init__()
+        self.axis = int(axis)
+        self.index = None if index is None else int(index)
+
+    def forward(self, x, indices=None):
+        axis = self.axis + x.dim() if self.axis < 0 else self.axis
+        if self.index is not None:
+            return x.select(axis, self.index)
+        index = indices.reshape(1).long()
+        index = torch.where(index < 0, index + x.shape[axis], index)
+        return x.index_select(axis, index).squeeze(axis)
+
 
 class GatherND(nn.Module, OnnxToTorchModule):
     """ONNX GatherND with batch_dims >= 0 (negative indices count from the end, as in ONNX)."""
@@ -303,6 +331,7 @@ class GatherND(nn.Module, OnnxToTorchModule):
         rows = torch.arange(batches, device=data.device).reshape(batches, 1).expand(batches, index.shape[1])
         picked = flat[(rows,) + tuple(index[..., i] for i in range(m))]
         return picked.reshape(list(indices.shape[:-1]) + tail)
+
 
 class OneHot(nn.Module, OnnxToTorchModule):
     def __init__(self, axis, depth):
@@ -328,6 +357,7 @@ class OneHot(nn.Module, OnnxToTorchModule):
         values = values.reshape(-1)
         return torch.where(hot, values[1], values[0])
 
+
 class Flatten(nn.Module, OnnxToTorchModule):
     """ONNX Flatten: always 2-D, [prod(shape[:axis]), prod(shape[axis:])] (axis 0 gives [1, N])."""
 
@@ -339,6 +369,7 @@ class Flatten(nn.Module, OnnxToTorchModule):
         axis = self.axis + x.dim() if self.axis < 0 else self.axis
         shape = list(x.shape)
         return x.reshape(math.prod(shape[:axis]), math.prod(shape[axis:]))
+
 
 class LayerNorm(nn.Module, OnnxToTorchModule):
     """LayerNormalization over ``shape[axis:]`` read from the input (known at trace time, so static)."""
@@ -364,6 +395,7 @@ class LayerNorm(nn.Module, OnnxToTorchModule):
         if bias is not None:
             y = y + bias
         return y
+
 
 class DeformConv2d(nn.Module, OnnxToTorchModule):
     """``torchvision.ops.deform_conv2d`` (DCNv2 when a mask is given) with the exporter's parameters."""
@@ -524,6 +556,13 @@ def _clip(node, graph):
 
     module = Clip(bound("min"), bound("max"))
     return _result(module, node.input_values, node.output_values)
+
+
+@_converter("Gather")
+def _gather(node, graph):
+    index = _attr_scalar(node, "index")
+    module = Gather(int(_attr(node, "axis", 0)), index)
+    return _result(module, node.input_values[:1] if index is not None else node.input_values, node.output_values)
 
 
 @_converter("GatherND")

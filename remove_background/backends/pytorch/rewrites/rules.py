@@ -188,7 +188,8 @@ def _squeeze(g: Graph, node):
         if rank is None:
             return None
         axes = [a + rank if a < 0 else a for a in axes]
-    return make_node("Squeeze", [node.input[0]], node.output, node.name, [ints_attr("axes", sorted(axes, reverse=True))])
+    axes = sorted(axes, reverse=True)
+    return make_node("Squeeze", [node.input[0]], node.output, node.name, [ints_attr("axes", axes)])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -213,6 +214,17 @@ def _clip(g: Graph, node):
             attributes.append(tensor_attr(key, np.asarray(value).reshape(())))
     ins = [node.input[0], inputs[1] if dynamic[0] else "", inputs[2] if dynamic[1] else ""]
     return make_node("Clip", trim_optional(ins), node.output, node.name, attributes, integer=int(integer))
+
+
+def _gather(g: Graph, node):
+    """Gather with a 0-dim index (a constant one becomes an attribute): no host read of the index per run."""
+    index = g.const(node.input[1])
+    if index is not None and index.ndim == 0:
+        return make_node("Gather", node.input[:1], node.output, node.name, [tensor_attr("index", index)],
+                         axis=int(node_attrs(node).get("axis", 0)))
+    if index is None and g.rank(node.input[1]) == 0:
+        return make_node("Gather", node.input, node.output, node.name, axis=int(node_attrs(node).get("axis", 0)))
+    return None  # indices with dimensions: onnx2torch's advanced indexing stays on the device
 
 
 def _gather_nd(g: Graph, node):
@@ -255,6 +267,7 @@ RULES = {
     "Split": _split,
     "Squeeze": _squeeze,
     "Clip": _clip,
+    "Gather": _gather,
     "GatherND": _gather_nd,
     "LayerNormalization": _layer_norm,
     "OneHot": _one_hot,
