@@ -8,7 +8,8 @@
    host round trips, become nodes of our own domain, converted by ``torch_converters`` (registered through
    onnx2torch's public ``add_converter``).
 3. **Convert** with ``onnx2torch.convert``: an fp32 ``torch.fx.GraphModule`` on the CPU, in eval mode, without
-   gradients. Moving it to a device is the caller's (or InvokeAI's model cache's) business.
+   gradients, each weight held once (``weights.py``). Moving it to a device is the caller's (or InvokeAI's model
+   cache's) business.
 
 A graph that cannot be converted raises ``TorchConversionError`` naming the model, the operator and the provider
 that does run it.
@@ -86,11 +87,12 @@ def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, f
         raise torch_route_missing(e) from None
     from . import rewrites as onnx_rewrites
     from . import converters as torch_converters
+    from .weights import share_weights
 
     torch_converters.register()
     graph = fold(path, shapes, frozen)
     try:
-        module = onnx2torch_convert(onnx_rewrites.rewrite(graph))
+        module = share_weights(onnx2torch_convert(onnx_rewrites.rewrite(graph)))
     except TorchConversionError:
         raise
     except Exception as e:  # onnx2torch: NotImplementedError per operator; anything else is a graph we cannot take
