@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from .graph import Graph, ints_attr, is_op, make_node, node_attrs, trim_optional
+from .layouts import chain_up, moves_like, reshape, sources_up, transpose
 
 
 def rewrite_deform_convs(g: Graph) -> int:
@@ -36,6 +37,36 @@ def _deform_conv(g: Graph, conv) -> bool:
 
 def _match_deform_conv(g: Graph, conv) -> Optional[dict]:
     """Parameters of the deform conv whose final Conv is ``conv``, or None if ``conv`` is an ordinary Conv."""
+    kernel = _kernel(g, conv)
+    columns = kernel and _columns(g, conv, kernel)
+    gathers = columns and _gathers(g, columns["sum"])
+    data = gathers and _padded_input(g, [gather for gather, _ in gathers])
+    sampling = data and _sampling(g, [gather for gather, _ in gathers])
+    if not sampling:
+        return None
+    b, og, k_area, out_h, out_w = columns["batch"], data["groups"], sampling["k_area"], columns["h"], columns["w"]
+    if k_area != kernel["kh"] * kernel["kw"] or (out_h, out_w) != sampling["hw"]:
+        return None
+    if data["channels"] * og != kernel["channels"]:
+        return None
+    # every Reshape/Transpose chain moves the data as the exporter's does (ONNX Runtime may reorder them)
+    gathered = [transpose(0, 1, 3, 2), reshape(b, og, data["channels"], k_area, out_h, out_w)]
+    if not all(moves_like(g.shape(gather.output[0]), steps, gathered) for gather, steps in gathers):
+        return None
+    offset = _source(g, sampling["offset"], (b, og, k_area, 2, out_h, out_w), (b, 2 * og * k_area, out_h, out_w))
+    mask = None
+    if columns["mask"] is not None:
+        mask = _source(g, columns["mask"], (b, og, 1, k_area, out_h, out_w), (b, og * k_area, out_h, out_w))
+        if mask is None:
+            return None
+    geometry = offset and _geometry(sampling["grid"], data["pads"], kernel, g.shape(data["input"]))
+    if not geometry:
+        return None
+    return dict(geometry, input=data["input"], offset=offset, mask=mask, groups=kernel["groups"], offset_groups=og)
+
+
+def _kernel(g: Graph, conv) -> Optional[dict]:
+    """The final Conv's kernel, if it is the exporter's: stride = kernel, no padding, no dilation."""
     attrs = node_attrs(conv)
     weight = g.initializers.get(conv.input[1]) if len(conv.input) > 1 else None
     if weight is None or len(weight.dims) != 4:  # (the weights' shape only: no copy of the big tensors)
@@ -45,110 +76,116 @@ def _match_deform_conv(g: Graph, conv) -> Optional[dict]:
         return None
     if any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
         return None
+    groups = int(attrs.get("group", 1))
+    return {"kh": kh, "kw": kw, "groups": groups, "channels": int(weight.dims[1]) * groups}
+
+
+def _columns(g: Graph, conv, kernel: dict) -> Optional[dict]:
+    """Conv <- [b, C, h*kh, w*kw] <- (Reshape, Transpose [0,1,4,2,5,3], Reshape) <- Sum, or Mul(Sum, mask)."""
+    shape = g.shape(conv.input[0])
+    kh, kw, channels = kernel["kh"], kernel["kw"], kernel["channels"]
+    if shape is None or len(shape) != 4 or shape[1] != channels or shape[2] % kh or shape[3] % kw:
+        return None
+    b, h, w = shape[0], shape[2] // kh, shape[3] // kw
+    found = chain_up(g, conv.input[0], lambda n: is_op(n, "Mul") or is_op(n, "Sum"))
+    if found is None:
+        return None
+    top, source, steps = found
+    expected = [reshape(b, channels, kh, kw, h, w), transpose(0, 1, 4, 2, 5, 3), reshape(b, channels, h * kh, w * kw)]
+    if not moves_like(g.shape(source), steps, expected):
+        return None
     producers = g.producer_map()
-
-    def up(name, op_type):
-        node = producers.get(name)
-        return node if is_op(node, op_type) else None
-
-    # Conv <- Reshape [b, ch, h*kh, w*kw] <- Transpose [0,1,4,2,5,3] <- Reshape [b, ch, kh, kw, h, w] <- Mul/Sum
-    r_conv = up(conv.input[0], "Reshape")
-    transpose = r_conv and up(r_conv.input[0], "Transpose")
-    if transpose is None or list(node_attrs(transpose).get("perm", [])) != [0, 1, 4, 2, 5, 3]:
-        return None
-    r_kernel = up(transpose.input[0], "Reshape")
-    if r_kernel is None:
-        return None
-    top = producers.get(r_kernel.input[0])
-    mask = None
-    total = None
+    total, mask = (top, None) if is_op(top, "Sum") else (None, None)
     if is_op(top, "Mul"):
-        for a, b in ((0, 1), (1, 0)):
-            summed, reshaped = producers.get(top.input[a]), producers.get(top.input[b])
-            if is_op(summed, "Sum") and is_op(reshaped, "Reshape"):
-                total, mask = summed, reshaped.input[0]
-                mask_shape = g.const(reshaped.input[1])
-                break
-        if total is None:
-            return None
-    elif is_op(top, "Sum"):
-        total = top
-    else:
+        for a, other in ((0, 1), (1, 0)):
+            if is_op(producers.get(top.input[a]), "Sum"):
+                total, mask = producers[top.input[a]], top.input[other]
+    if total is None or len(total.input) != 4:
         return None
-    if len(total.input) != 4:
-        return None
-    # each Sum input: Mul(bilinear weight, Reshape(Transpose(GatherND(batch_dims=2))))
+    return {"sum": total, "mask": mask, "batch": b, "h": h, "w": w}
+
+
+def _gathers(g: Graph, total) -> Optional[list]:
+    """Each Sum input: Mul(bilinear weight, layout chain <- GatherND(batch_dims=2)); the GatherNDs and chains."""
+    producers = g.producer_map()
     gathers = []
     for name in total.input:
-        mul = up(name, "Mul")
-        if mul is None:
+        mul = producers.get(name)
+        if not is_op(mul, "Mul"):
             return None
         found = None
         for side in mul.input:
-            r = up(side, "Reshape")
-            t = r and up(r.input[0], "Transpose")
-            gather = t and up(t.input[0], "GatherND")
-            if gather is not None and int(node_attrs(gather).get("batch_dims", 0)) == 2:
-                found = gather
+            chain = chain_up(g, side, lambda n: is_op(n, "GatherND") and int(node_attrs(n).get("batch_dims", 0)) == 2)
+            if chain is not None and chain[2]:
+                found = (chain[0], chain[2])
         if found is None:
             return None
         gathers.append(found)
-    # data: Transpose [0,1,3,4,2] <- Reshape [b, g, ch, H', W'] <- Pad(x, [0,0,ph,pw,0,0,ph,pw])
-    data = {gather.input[0] for gather in gathers}
-    if len(data) != 1:
-        datas = [producers.get(name) for name in data]
-        if not all(is_op(t, "Transpose") for t in datas) or len({t.input[0] for t in datas}) != 1:
-            return None
-    t_data = up(gathers[0].input[0], "Transpose")
-    if t_data is None or list(node_attrs(t_data).get("perm", [])) != [0, 1, 3, 4, 2]:
+    return gathers
+
+
+def _padded_input(g: Graph, gathers) -> Optional[dict]:
+    """The GatherNDs' data: Pad(x, [0,0,ph,pw,0,0,ph,pw]) -> [b, og, c, H', W'] -> transposed to [b, og, H', W', c]."""
+    chains = [chain_up(g, gather.input[0], lambda n: is_op(n, "Pad")) for gather in gathers]
+    if any(c is None for c in chains) or len({id(c[0]) for c in chains}) != 1:
         return None
-    r_data = up(t_data.input[0], "Reshape")
-    pad = r_data and up(r_data.input[0], "Pad")
-    if pad is None or node_attrs(pad).get("mode", "constant") != "constant" or len(pad.input) < 2:
+    pad = chains[0][0]
+    if node_attrs(pad).get("mode", "constant") != "constant" or len(pad.input) < 2:
         return None
     if len(pad.input) > 2 and pad.input[2] and not _zero(g.const(pad.input[2])):
         return None
     pads = g.const(pad.input[1])
-    group_shape = g.const(r_data.input[1])
-    if pads is None or pads.size != 8 or group_shape is None or group_shape.size != 5:
+    data = g.shape(gathers[0].input[0])
+    padded = g.shape(pad.output[0])
+    if pads is None or pads.size != 8 or data is None or len(data) != 5 or padded is None:
         return None
     pads = pads.tolist()
     if pads[0] or pads[1] or pads[4] or pads[5] or pads[2] != pads[6] or pads[3] != pads[7]:
         return None
-    # sampling points: GatherND indices <- ... <- Floor(p), p = Add(p_0 + p_k constant, Reshape(offset))
+    b, og, height, width, c = data
+    expected = [reshape(b, og, c, height, width), transpose(0, 1, 3, 4, 2)]
+    if not all(moves_like(padded, steps, expected) for _, _, steps in chains):
+        return None
+    return {"input": pad.input[0], "pads": pads, "groups": og, "channels": c}
+
+
+def _sampling(g: Graph, gathers) -> Optional[dict]:
+    """Sampling points: GatherND indices <- ... <- Floor(p), p = Add(p_0 + p_k constant, offset laid out)."""
+    producers = g.producer_map()
     floors = [_find_up(producers, gather.input[1], "Floor") for gather in gathers]
     if any(f is None for f in floors) or len({id(f) for f in floors}) != 1:
         return None
-    floor = floors[0]
-    p_add = up(floor.input[0], "Add")
-    if p_add is None:
+    p_add = producers.get(floors[0].input[0])
+    if not is_op(p_add, "Add"):
         return None
-    grid = offset_reshape = None
     for a, b in ((0, 1), (1, 0)):
-        if g.is_const(p_add.input[a]) and is_op(producers.get(p_add.input[b]), "Reshape"):
-            grid, offset_reshape = g.const(p_add.input[a]), producers[p_add.input[b]]
-    if grid is None or grid.ndim != 6:
-        return None
-    offset_shape = g.const(offset_reshape.input[1])
-    if offset_shape is None or offset_shape.size != 6:
-        return None
-    _, offset_groups, k_area, two, out_h, out_w = [int(v) for v in offset_shape.tolist()]
-    if k_area != kh * kw or two != 2 or tuple(grid.shape) != (1, 1, k_area, 2, out_h, out_w):
-        return None
-    if int(group_shape[1]) != offset_groups:
-        return None
-    if mask is not None and (mask_shape is None or [int(v) for v in mask_shape.tolist()][1:] !=
-                             [offset_groups, 1, k_area, out_h, out_w]):
-        return None
-    # stride, dilation and the exporter's extra padding from the constant grid of sampling points
+        grid = g.const(p_add.input[a])
+        if grid is not None and grid.ndim == 6 and grid.shape[:2] == (1, 1) and grid.shape[3] == 2:
+            return {"grid": grid, "offset": p_add.input[b], "k_area": int(grid.shape[2]),
+                    "hw": (int(grid.shape[4]), int(grid.shape[5]))}
+    return None
+
+
+def _source(g: Graph, name: str, laid_out: tuple, wanted: tuple) -> Optional[str]:
+    """The value of shape ``wanted`` above ``name`` whose layout chain down to ``name`` is one Reshape to
+    ``laid_out`` (the offsets and the mask, as deform_conv2d takes them), or None."""
+    for value, steps in sources_up(g, name):
+        shape = g.shape(value)
+        if shape is not None and tuple(shape) == wanted and moves_like(shape, steps, [reshape(*laid_out)]):
+            return value
+    return None
+
+
+def _geometry(grid: np.ndarray, pads: list, kernel: dict, x_shape) -> Optional[dict]:
+    """Stride, dilation and padding from the constant grid of sampling points (and the exporter's extra padding)."""
+    kh, kw = kernel["kh"], kernel["kw"]
+    out_h, out_w = grid.shape[4], grid.shape[5]
     extra = [int(grid[0, 0, 0, 0, 0, 0]), int(grid[0, 0, 0, 1, 0, 0])]
     padding = [int(pads[2]) - extra[0], int(pads[3]) - extra[1]]
     if any(p < 0 for p in padding) or any((e == 1) != (p == 0) for e, p in zip(extra, padding)):
         return None
     dilation = [int(grid[0, 0, kw, 0, 0, 0] - grid[0, 0, 0, 0, 0, 0]) if kh > 1 else 1,
                 int(grid[0, 0, 1, 1, 0, 0] - grid[0, 0, 0, 1, 0, 0]) if kw > 1 else 1]
-    x = pad.input[0]
-    x_shape = g.shape(x)
     stride = []
     for axis, (size, k, d, p) in enumerate(zip((out_h, out_w), (kh, kw), dilation, padding)):
         if size > 1:
@@ -161,16 +198,9 @@ def _match_deform_conv(g: Graph, conv) -> Optional[dict]:
             stride.append(max(1, x_shape[2 + axis] + 2 * p - d * (k - 1)))
     if any(s < 1 for s in stride) or any(d < 1 for d in dilation):
         return None
-    expected = _exporter_grid(out_h, out_w, stride, dilation, extra, kh, kw)
-    if not np.array_equal(expected, grid):
+    if not np.array_equal(_exporter_grid(out_h, out_w, stride, dilation, extra, kh, kw), grid):
         return None
-    channels = int(weight.dims[1]) * int(attrs.get("group", 1))
-    if int(group_shape[2]) * offset_groups != channels:
-        return None
-    return {
-        "input": x, "offset": offset_reshape.input[0], "mask": mask, "stride": stride, "padding": padding,
-        "dilation": dilation, "groups": int(attrs.get("group", 1)), "offset_groups": offset_groups,
-    }
+    return {"stride": stride, "padding": padding, "dilation": dilation}
 
 
 def _zero(value) -> bool:
