@@ -10,6 +10,9 @@ back to the host (host_reads.HostReads): none, except in graphs whose shapes are
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +125,21 @@ def test_register_is_idempotent_and_goes_through_the_public_registry():
     rewritten = onnx_rewrites.rewrite(copy.deepcopy(model))
     assert [(n.domain, n.op_type) for n in rewritten.graph.node] == [(DOMAIN, "Flatten")]
     assert {(o.domain, o.version) for o in rewritten.opset_import} >= {(DOMAIN, DOMAIN_VERSION)}
+
+
+def test_the_onnx_runtime_route_never_imports_torch(models_dir):
+    """converters.py imports torch at the top: only the torch route may import it."""
+    code = ("import sys\n"
+            "from PIL import Image\n"
+            "from remove_background import remove\n"
+            f"result = remove(Image.new('RGB', (64, 48), (10, 200, 30)), model='u2netp', provider='cpu', "
+            f"models_dir={str(models_dir)!r})\n"
+            "assert result.providers == ['CPUExecutionProvider']\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnx2torch', 'torchvision', 'onnx'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------------------------------
