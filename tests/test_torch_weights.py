@@ -20,6 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 import fetch_weights
 import torch_nets
 from remove_background.backends.pytorch import convert as torch_convert
+from remove_background.backends.pytorch import expansions
+from remove_background.backends.pytorch.host_reads import count_host_reads
 from remove_background.backends.pytorch.weights import held_bytes, held_values
 
 LIMIT = 1.05  # held values / the file's initializer values
@@ -166,6 +168,64 @@ def test_invokeai_model_cache_counts_and_moves_the_true_size(twice_net):
     cached.full_unload_from_vram()
     assert held_bytes(module) == true_bytes
     np.testing.assert_allclose(run(module, x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_large_constant_made_of_small_ones_is_computed_not_stored(tmp_path, monkeypatch):
+    """A relative-position bias gathered from its table, and a bias expanded to the activation's shape: the fold would
+    store both (15x the file's values); they are computed in each forward instead, on the device."""
+    rng = np.random.RandomState(0)
+    inits = {"table": rng.randn(169, 16).astype(np.float32), "index": rng.randint(0, 169, 2401).astype(np.int64),
+             "to_grid": np.array([49, 49, 16], np.int64), "zero": np.array([0], np.int64),
+             "c": rng.randn(1, 16, 1, 1).astype(np.float32), "full": np.array([1, 16, 49, 49], np.int64)}
+    nodes = [
+        helper.make_node("Gather", ["table", "index"], ["rows"], axis=0),
+        helper.make_node("Reshape", ["rows", "to_grid"], ["grid"]),
+        helper.make_node("Transpose", ["grid"], ["heads"], perm=[2, 0, 1]),
+        helper.make_node("Unsqueeze", ["heads", "zero"], ["bias"]),
+        helper.make_node("Expand", ["c", "full"], ["wide"]),
+        helper.make_node("Add", ["x", "bias"], ["a"]),
+        helper.make_node("Add", ["a", "wide"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "expansions", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                  [1, 16, 49, 49])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "expansions.onnx"
+    onnx.save(model, str(path))
+    with monkeypatch.context() as patch:  # ONNX Runtime's fold alone stores them
+        patch.setattr(expansions, "keep_out", lambda model, workdir: {})
+        stored = torch_convert.convert(path, "test", {"x": [1, 16, 49, 49]})
+    assert held_values(stored) > 14 * file_values(path)
+    module = torch_convert.convert(path, "test", {"x": [1, 16, 49, 49]})
+    assert_held_once(module, path)
+    x = rng.randn(1, 16, 49, 49).astype(np.float32)
+    np.testing.assert_allclose(run(module, x), ort_run(path, x), rtol=1e-6, atol=1e-6)
+    assert count_host_reads(module, torch.from_numpy(x)).total == 0
+
+
+def family_network(name: str, tmp_path):
+    """(ONNX file, input shapes) of the family networks of torch_nets.py, exported as the real files were."""
+    torch.manual_seed(0)
+    if name == "swin":  # the fold would store its shifted-window attention mask: kept computed (expansions.py)
+        return torch_nets.export(torch_nets.SwinNet(), (torch.randn(1, 3, 20, 20),), tmp_path / "swin.onnx",
+                                 ["input"], ["out"]), {"input": [1, 3, 20, 20]}
+    if name == "deform":
+        torch_nets.register_deform_conv2d_exporter()
+        return torch_nets.export(torch_nets.DeformNet(4, 8), (torch.randn(1, 4, 16, 16),), tmp_path / "dcn.onnx",
+                                 ["input"], ["out"]), {"input": [1, 4, 16, 16]}
+    args = (torch.randn(1, 16, 8, 8), torch.tensor([[[10.0, 20.0], [40.0, 5.0]]]), torch.tensor([[1.0, 0.0]]),
+            torch.tensor([45.0, 70.0]))
+    path = torch_nets.export(torch_nets.SamLikeDecoder(), args, tmp_path / "sam.onnx",
+                             ["image_embeddings", "point_coords", "point_labels", "orig_im_size"], ["masks", "iou"])
+    return path, {"point_coords": [1, 2, 2], "point_labels": [1, 2]}
+
+
+@pytest.mark.parametrize("name", ["swin", "deform", "sam"])
+def test_family_networks_hold_their_weights_once(name, tmp_path):
+    path, shapes = family_network(name, tmp_path)
+    assert_held_once(torch_convert.convert(path, "test", shapes), path)
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ shape computation becomes a constant.
 
 Before ONNX Runtime sees the graph, inputs that always take one value (SAM's ``orig_im_size``) become constants,
 the other inputs get the shapes we feed, and a half-precision graph is widened to float32 (``rewrites.precision``):
-the fold then keeps every weight an initializer, on any onnxruntime from 1.17.
+the fold then keeps every weight an initializer, on any onnxruntime from 1.17. Large constants the fold would make
+out of small ones (a Swin attention mask) stay computed in each forward (``expansions.py``).
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ def fold(path: Path, shapes: Optional[InputShapes] = None, frozen: Optional[Mapp
     import onnx
     import onnxruntime as ort
 
+    from .expansions import keep_out, put_back
     from .rewrites.precision import widen_to_float32
 
     model = fixed_input_model(path, shapes, frozen)
     widen_to_float32(model)
     with tempfile.TemporaryDirectory(prefix="remove-background-fold-") as tmp:
+        kept = keep_out(model, tmp)
         fixed = os.path.join(tmp, "fixed.onnx")
         folded = os.path.join(tmp, "folded.onnx")
         onnx.save(model, fixed)
@@ -63,4 +66,6 @@ def fold(path: Path, shapes: Optional[InputShapes] = None, frozen: Optional[Mapp
         opts.optimized_model_filepath = folded
         opts.log_severity_level = 3
         ort.InferenceSession(fixed, sess_options=opts, providers=["CPUExecutionProvider"])
-        return onnx.load(folded)
+        folded_model = onnx.load(folded)
+    put_back(folded_model, kept)
+    return folded_model
