@@ -35,7 +35,11 @@ CACHE = Path(os.environ.get("REMOVE_BACKGROUND_CACHE", Path.home() / ".cache" / 
 
 
 def md5(path: Path) -> str:
-    h = hashlib.md5()
+    return digest(path, "md5")
+
+
+def digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -116,11 +120,7 @@ def _fetch_imgly() -> None:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return digest(path, "sha256")
 
 
 def place(dest: Path, model: str = "u2netp") -> Path:
