@@ -2,8 +2,8 @@
 
 ONNX Runtime's fold stores the result of every computation on constants. Most are shapes and small tensors, but a
 Swin backbone's shifted-window attention mask, built at export from a small image of window labels, becomes a
-stored ``[windows, N, N]`` tensor: for BiRefNet at 1024² about 17 M values besides its weights, twice the weights
-of a small test network. ``keep_out`` finds the nodes whose inputs are all constants and whose output holds at
+stored ``[windows, N, N]`` tensor: a third of the weights of the Swin test network (tests/torch_nets.py), and for
+BiRefNet at 1024², counting its windows, some 17 M values besides 242 M weights (not measured here). ``keep_out`` finds the nodes whose inputs are all constants and whose output holds at
 least ``EXPANSION`` times their inputs' values and a share ``SHARE`` of the file's weights; each such node then
 reads its inputs from new graph inputs during the fold, so ONNX Runtime cannot fold it, and ``put_back`` makes
 those inputs initializers again. The node and what follows it run in each forward (elementwise work on the
@@ -111,17 +111,22 @@ def _available(model) -> set:
 
 def _topological(nodes: List, available: set) -> List:
     """``nodes`` in an order where each comes after the producers of its inputs (published files may not be)."""
-    done, ordered, pending = set(available), [], list(nodes)
-    while pending:
-        ready = [n for n in pending if all(name in done for name in n.input)]
-        if not ready:
-            return ordered  # a cycle or an input from nowhere: the rest is not looked at
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-        for node in ready:
-            ordered.append(node)
-            done.update(node.output)
-    return ordered
+    producers = {out for node in nodes for out in node.output if out}
+    consumers: Dict[str, List[int]] = {}
+    waiting = []
+    for index, node in enumerate(nodes):
+        needs = {name for name in node.input if name in producers and name not in available}
+        waiting.append(len(needs))
+        for name in needs:
+            consumers.setdefault(name, []).append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    for index in ready:  # grows while it is read
+        for out in nodes[index].output:
+            for consumer in consumers.get(out, ()):
+                waiting[consumer] -= 1
+                if waiting[consumer] == 0:
+                    ready.append(consumer)
+    return [nodes[index] for index in ready]  # a cycle leaves its nodes out: they are not looked at
 
 
 def _values(model, names: List[str], graph, workdir: str) -> Optional[Dict[str, np.ndarray]]:
