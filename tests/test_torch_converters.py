@@ -3,12 +3,16 @@
 Each converter of our domain has a test on a small hand-made graph; each model family has a small network with the
 same operators, exported the way the real files were made (tests/torch_nets.py), converted through
 torch_convert.convert and compared with ONNX Runtime on the same file; the real u2netp is converted, compared and
-exported with torch.export (no data-dependent guard: no host round trip per run).
+exported with torch.export (no data-dependent guard: no host round trip per run). Every forward counts what it reads
+back to the host (host_reads.HostReads): none, except in graphs whose shapes are input values.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ import torch_nets
 from remove_background.backends.pytorch import rewrites as onnx_rewrites
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch import converters as torch_converters
+from remove_background.backends.pytorch.host_reads import HostReads
 from remove_background.backends.pytorch.rewrites import DOMAIN, DOMAIN_VERSION
 
 # onnx2torch modules that read a tensor back to the host on every run (tolist/numpy/item, torch.Size(tensor))
@@ -59,9 +64,13 @@ def _convert(model, deform_conv=True):
     return onnx2torch.convert(rewritten).eval()
 
 
-def _run(module, feeds):
-    with torch.no_grad():
+def _run(module, feeds, host_reads=0):
+    """The module's outputs on ``feeds``; it reads nothing back to the host in that forward (``host_reads=None``:
+    a graph whose shapes depend on input values, which must read them)."""
+    with torch.no_grad(), HostReads() as reads:
         out = module(*[torch.from_numpy(np.asarray(v)) for v in feeds.values()])
+    if host_reads is not None:
+        assert reads.total == host_reads, dict(reads.counts)
     return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
@@ -82,10 +91,11 @@ def _assert_same(got, ref, rtol=1e-5, atol=1e-5):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=atol)
 
 
-def _check(model, feeds, ours, rtol=1e-5, atol=1e-5, export=False):
-    """Converted ``model`` equals ONNX Runtime on ``feeds`` and contains our modules ``ours``; returns it."""
+def _check(model, feeds, ours, rtol=1e-5, atol=1e-5, export=False, host_reads=0):
+    """Converted ``model`` equals ONNX Runtime on ``feeds``, contains our modules ``ours`` and reads nothing back to
+    the host in a forward (see ``_run``); returns it."""
     module = _convert(model)
-    _assert_same(_run(module, feeds), _ort(model, feeds), rtol, atol)
+    _assert_same(_run(module, feeds, host_reads), _ort(model, feeds), rtol, atol)
     present = _ours(module)
     for name in ours:
         assert name in present, (name, present)
@@ -115,6 +125,21 @@ def test_register_is_idempotent_and_goes_through_the_public_registry():
     rewritten = onnx_rewrites.rewrite(copy.deepcopy(model))
     assert [(n.domain, n.op_type) for n in rewritten.graph.node] == [(DOMAIN, "Flatten")]
     assert {(o.domain, o.version) for o in rewritten.opset_import} >= {(DOMAIN, DOMAIN_VERSION)}
+
+
+def test_the_onnx_runtime_route_never_imports_torch(models_dir):
+    """converters.py imports torch at the top: only the torch route may import it."""
+    code = ("import sys\n"
+            "from PIL import Image\n"
+            "from remove_background import remove\n"
+            f"result = remove(Image.new('RGB', (64, 48), (10, 200, 30)), model='u2netp', provider='cpu', "
+            f"models_dir={str(models_dir)!r})\n"
+            "assert result.providers == ['CPUExecutionProvider']\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnx2torch', 'torchvision', 'onnx'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -175,7 +200,7 @@ def test_resize_with_run_time_sizes_is_left_to_onnx2torch():
     feeds = {"x": _rand(1, 1, 4, 4), "sizes": np.array([1, 1, 6, 3], np.int64)}
     module = _convert(model)
     assert "OnnxResize" in _names(module) and not _ours(module)
-    _assert_same(_run(module, feeds), _ort(model, feeds))
+    _assert_same(_run(module, feeds, host_reads=None), _ort(model, feeds))  # the sizes are data
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,7 +315,7 @@ def test_layer_normalization_with_unknown_input_shape():
     assert _ours(module).count("LayerNorm") == 2
     for shape in ([2, 3, 4], [5, 3, 4], [3, 4]):
         feeds = {"x": _rand(int(np.prod(shape))), "shape": np.array(shape, np.int64)}
-        _assert_same(_run(module, feeds), _ort(model, feeds), atol=1e-5)
+        _assert_same(_run(module, feeds, host_reads=None), _ort(model, feeds), atol=1e-5)  # the shape is data
 
 
 @pytest.mark.parametrize("batch_dims,data_shape,index_shape", [
@@ -325,7 +350,7 @@ def test_one_hot(axis, constant_depth):
         inputs.append(_info("depth", TensorProto.INT64, [1]))
         feeds["depth"] = np.array([4], np.int64)
     model = _model([node], inputs, [_info("y", TensorProto.FLOAT, None)], inits)
-    _check(model, feeds, ["OneHot"], export=constant_depth)
+    _check(model, feeds, ["OneHot"], export=constant_depth, host_reads=0 if constant_depth else None)
 
 
 @pytest.mark.parametrize("shape,axis", [([3, 4], 0), ([3, 4], 2), ([2, 3, 4, 5], 0), ([2, 3, 4, 5], 2),
@@ -464,9 +489,9 @@ def test_sam_decoder_family_converts(tmp_path):
     assert {"OneHot", "Flatten", "Clip", "Resize", "LayerNorm"} <= set(ours)
     assert "OnnxResize" in _names(module)  # the resize to orig_im_size: its size is data
     reference = onnx.load(str(path))
-    _assert_same(_run(module, feeds), _ort(reference, feeds), rtol=1e-4, atol=1e-4)
+    _assert_same(_run(module, feeds, host_reads=None), _ort(reference, feeds), rtol=1e-4, atol=1e-4)  # size: data
     other = dict(feeds, orig_im_size=np.array([30.0, 50.0], np.float32))  # same module, another output size
-    _assert_same(_run(module, other), _ort(reference, other), rtol=1e-4, atol=1e-4)
+    _assert_same(_run(module, other, host_reads=None), _ort(reference, other), rtol=1e-4, atol=1e-4)
 
 
 def test_sam_decoder_with_frozen_orig_im_size_is_static(tmp_path):

@@ -4,6 +4,8 @@
   with deform-conv2d-onnx-exporter (``register_deform_conv2d_exporter``) by the legacy TorchScript exporter.
 - ``SwinNet``: a Swin-v1 stage as in BiRefNet's backbone (pad to the window, cyclic shift with torch.roll, window
   partition, relative position bias from a table, attention mask, LayerNorm, GELU MLP, patch merging).
+- ``TwiceNet``: a backbone run twice, on the image and on a half-size copy, as BiRefNet runs its Swin backbone (one
+  set of initializers in the file, read by two sets of nodes).
 - ``SamLikeDecoder``: the operators segment_anything's SamOnnxModel exports (point embedding with Sin/Cos/MatMul,
   Equal/Where/Cast, one_hot, repeat_interleave, attention, ConvTranspose + LayerNorm2d, best-mask selection with
   ArgMax/Flatten/Gather, mask Resize to the model size and to ``orig_im_size``).
@@ -33,6 +35,7 @@ def register_deform_conv2d_exporter() -> None:
     only its public names), so point the exporter at that module when its own imports came up empty.
     """
     import deform_conv2d_onnx_exporter as exporter
+    import torchvision  # noqa: F401  (imported here: importing it first inside a trace fails)
 
     if exporter.JitScalarType is None:
         try:
@@ -217,6 +220,35 @@ class SwinNet(nn.Module):
         x = torch.cat([x[:, 0::2, 0::2, :], x[:, 1::2, 0::2, :], x[:, 0::2, 1::2, :], x[:, 1::2, 1::2, :]], -1)
         x = self.reduction(self.merge_norm(x.view(b, -1, 4 * c)))
         return x.view(b, h // 2, w // 2, 2 * c).permute(0, 3, 1, 2).contiguous()
+
+
+class TwiceNet(nn.Module):
+    """Conv + BatchNorm + grouped Conv, token Linear + LayerNorm (MatMul/Add on 3-D tokens), run on the image and on
+    a half-size copy; the two feature maps are joined by a 1x1 Conv head."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        c = channels
+        self.backbone = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                                      nn.Conv2d(c, c, 3, padding=1, groups=2))
+        self.token = nn.Linear(c, c)
+        self.norm = nn.LayerNorm(c)
+        self.head = nn.Conv2d(2 * c, 1, 1)
+        with torch.no_grad():  # trained statistics, not the identity
+            self.backbone[1].running_mean.uniform_(-0.5, 0.5)
+            self.backbone[1].running_var.uniform_(0.5, 2.0)
+
+    def features(self, x):
+        f = self.backbone(x)
+        b, c, h, w = f.shape
+        tokens = self.norm(self.token(f.flatten(2).transpose(1, 2)))
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, image):
+        full = self.features(image)
+        half = F.interpolate(image, scale_factor=0.5, mode="bilinear", align_corners=False)
+        half = F.interpolate(self.features(half), size=full.shape[2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.head(torch.cat([full, half], 1)))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """rembg's ONNX files as torch modules: fold the graph's shapes, rewrite what onnx2torch cannot convert, convert.
 
-1. **Fold.** The graph's inputs are fixed to the shapes we feed (batch 1, the model's input size), then ONNX Runtime's
-   basic graph optimisation (constant folding, shape folding, no fused or vendor operators) rewrites the graph, so
-   every shape computation becomes a constant. A module converted from the folded graph never reads a tensor back
-   to the host to learn a size (no ``.tolist()`` per run), which is what makes it ``torch.export``-able.
-2. **Rewrite** (``onnx_rewrites``): operator patterns that onnx2torch 1.5.15 does not convert, or converts with
-   host round trips, become nodes of our own domain, converted by ``torch_converters`` (registered through
-   onnx2torch's public ``add_converter``).
+1. **Fold** (``fold.py``). The graph's inputs are fixed to the shapes we feed (batch 1, the model's input size), a
+   half-precision graph is widened to float32, then ONNX Runtime's basic graph optimisation (constant folding,
+   shape folding, no fused or vendor operators) rewrites the graph, so every shape computation becomes a constant.
+   A module converted from the folded graph never reads a tensor back to the host to learn a size (no
+   ``.tolist()`` per run), which is what makes it ``torch.export``-able.
+2. **Rewrite** (``rewrites/``): operator patterns that onnx2torch 1.5.15 does not convert, or converts with host
+   round trips, become nodes of our own domain, converted by ``converters.py`` (registered through onnx2torch's
+   public ``add_converter``).
 3. **Convert** with ``onnx2torch.convert``: an fp32 ``torch.fx.GraphModule`` on the CPU, in eval mode, without
-   gradients. Moving it to a device is the caller's (or InvokeAI's model cache's) business.
+   gradients, each weight held once (``weights.py``). Moving it to a device is the caller's (or InvokeAI's model
+   cache's) business.
 
 A graph that cannot be converted raises ``TorchConversionError`` naming the model, the operator and the provider
 that does run it.
@@ -16,61 +18,11 @@ that does run it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional
 
 from ...errors import TorchConversionError
-
-InputShapes = Mapping[Union[int, str], Sequence[int]]  # by input position or name; () leaves an input as it is
-
-
-def fixed_input_model(path: Path, shapes: Optional[InputShapes], frozen: Optional[Mapping] = None):
-    """The ONNX model at ``path`` with the inputs named in ``frozen`` made constants of those values, and the other
-    inputs' dimensions fixed to ``shapes`` (keyed by the input's position among the remaining inputs, or by name)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    if frozen:
-        from .rewrites import freeze_inputs
-
-        freeze_inputs(model, frozen)
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
-    for position, value in enumerate(inputs):
-        wanted = list((shapes or {}).get(position, (shapes or {}).get(value.name, ())))
-        if wanted:
-            dims = value.type.tensor_type.shape.dim
-            if len(dims) == 0:  # rank unknown: the shape we feed is the shape
-                for _ in wanted:
-                    dims.add()
-            if len(dims) != len(wanted):
-                raise ValueError(f"input {value.name} has {len(dims)} dimensions, not {len(wanted)}")
-            for dim, size in zip(dims, wanted):
-                dim.Clear()
-                dim.dim_value = int(size)
-    return model
-
-
-def fold(path: Path, shapes: Optional[InputShapes] = None, frozen: Optional[Mapping] = None):
-    """ONNX Runtime's basic optimisation of the model with fixed input shapes (and ``frozen`` inputs made
-    constants), as an ``onnx.ModelProto``."""
-    import onnx
-    import onnxruntime as ort
-
-    model = fixed_input_model(path, shapes, frozen)
-    with tempfile.TemporaryDirectory(prefix="remove-background-fold-") as tmp:
-        fixed = os.path.join(tmp, "fixed.onnx")
-        folded = os.path.join(tmp, "folded.onnx")
-        onnx.save(model, fixed)
-        del model
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = folded
-        opts.log_severity_level = 3
-        ort.InferenceSession(fixed, sess_options=opts, providers=["CPUExecutionProvider"])
-        return onnx.load(folded)
+from .fold import InputShapes, fold
 
 
 def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, frozen: Optional[Mapping] = None):
@@ -78,19 +30,25 @@ def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, f
     are always fed the same value (name -> array), made constants so what depends on them folds too; the module
     does not take them. The module's ``onnx_input_names``, ``onnx_input_shapes`` and ``onnx_output_names`` are the
     folded graph's inputs (in the order the module takes them), their fixed shapes, and its outputs."""
-    try:
-        from onnx2torch import convert as onnx2torch_convert
-    except ImportError as e:
-        from ...install.dependencies import torch_route_missing
+    _onnx2torch()  # before the fold: say at once when the torch route is not installed
+    return convert_graph(fold(path, shapes, frozen), model_name)
 
-        raise torch_route_missing(e) from None
-    from . import rewrites as onnx_rewrites
+
+def convert_graph(graph, model_name: str):
+    """``convert`` for a graph already folded (``fold``): rewritten, converted, each weight held once."""
+    onnx2torch_convert = _onnx2torch()
     from . import converters as torch_converters
+    from . import rewrites as onnx_rewrites
+    from .rewrites.precision import quantized_operators
+    from .weights import share_weights
 
     torch_converters.register()
-    graph = fold(path, shapes, frozen)
+    quantized = quantized_operators(graph)
+    if quantized:
+        raise TorchConversionError(model_name, quantized[0], f"a quantized (8-bit) graph: {', '.join(quantized)} "
+                                   f"have no PyTorch conversion")
     try:
-        module = onnx2torch_convert(onnx_rewrites.rewrite(graph))
+        module = share_weights(onnx2torch_convert(onnx_rewrites.rewrite(graph)))
     except TorchConversionError:
         raise
     except Exception as e:  # onnx2torch: NotImplementedError per operator; anything else is a graph we cannot take
@@ -105,6 +63,17 @@ def convert(path: Path, model_name: str, shapes: Optional[InputShapes] = None, f
     module.onnx_input_shapes = [tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in inputs]
     module.onnx_output_names = [v.name for v in graph.graph.output]
     return module
+
+
+def _onnx2torch():
+    """onnx2torch's ``convert``, or the error that says how to install the torch route."""
+    try:
+        from onnx2torch import convert as onnx2torch_convert
+    except ImportError as e:
+        from ...install.dependencies import torch_route_missing
+
+        raise torch_route_missing(e) from None
+    return onnx2torch_convert
 
 
 def _operator_of(error: Exception) -> str:

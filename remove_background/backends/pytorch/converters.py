@@ -1,9 +1,12 @@
-"""onnx2torch converters for the operators of our domain (``onnx_rewrites.DOMAIN``).
+"""onnx2torch converters for the operators of our domain (``rewrites.DOMAIN``).
 
-``onnx_rewrites`` renames the nodes onnx2torch 1.5.15 converts wrongly, not at all, or with a host read-back per
-run into our domain, with their constant inputs as attributes; the converters here turn them into small torch
-modules whose shapes are Python ints fixed at conversion, so ``torch.export`` sees no data-dependent guard.
-``register()`` adds them through onnx2torch's public ``add_converter`` (once per process).
+``rewrites`` renames the nodes onnx2torch 1.5.15 converts wrongly, not at all, or with a host read-back per run into
+our domain, with their constant inputs as attributes; the converters here turn them into small torch modules whose
+shapes are Python ints fixed at conversion, so ``torch.export`` sees no data-dependent guard. ``register()`` adds
+them through onnx2torch's public ``add_converter`` (once per process).
+
+Only ``convert.convert`` imports this module, once it has found onnx2torch: importing ``remove_background`` or
+running the ONNX Runtime route never imports torch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import threading
 from typing import List, Optional, Sequence
 
 import numpy as np
+import torch
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
+from torch import nn
 
 from .rewrites import DOMAIN, DOMAIN_VERSION
 
@@ -53,18 +59,6 @@ def _unsupported(op_type: str, why: str) -> NotImplementedError:
     )
 
 
-# the torch imports live inside the functions and classes below, so importing this module stays cheap
-_built = None
-
-
-def _modules():
-    """Our torch module classes by name (built on first use)."""
-    global _built
-    if _built is None:
-        _built = _build_modules()
-    return _built
-
-
 def _attr(node, name, default=None):
     return node.attributes.get(name, default)
 
@@ -86,313 +80,339 @@ def _attr_scalar(node, name):
 
 
 def _result(module, inputs: Sequence[str], outputs: Sequence[str]):
-    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
-
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(
         inputs=tuple(inputs), outputs=tuple(outputs)))
 
 
-def _build_modules():
-    import torch
-    from onnx2torch.utils.common import OnnxToTorchModule
-    from torch import nn
+# --------------------------------------------------------------------------------------------------------------
+# torch modules
 
-    class Resize(nn.Module, OnnxToTorchModule):
-        """ONNX Resize with the output shape fixed at conversion.
 
-        linear/cubic in half_pixel, pytorch_half_pixel or align_corners over the spatial dims run ATen's upsample
-        kernels with ONNX's scales; nearest (every coordinate mode and rounding) gathers precomputed indices;
-        linear in the other coordinate modes interpolates separably with precomputed taps.
-        """
+class Resize(nn.Module, OnnxToTorchModule):
+    """ONNX Resize with the output shape fixed at conversion.
 
-        def __init__(self, in_shape, out_shape, scales, mode, ctm, nearest_mode, cubic_a, exclude_outside, antialias):
-            super().__init__()
-            self.out_shape = [int(v) for v in out_shape]
-            changed = [d for d in range(len(in_shape)) if in_shape[d] != out_shape[d] or scales[d] != 1.0]
-            self.kind = "identity"
-            self.narrow = []
-            self.spatial = None
-            self.taps = []
-            if not changed:
-                return
-            if ctm == "tf_crop_and_resize":
-                raise _unsupported("Resize", "coordinate_transformation_mode='tf_crop_and_resize' is not supported")
-            if antialias and any(out_shape[d] < in_shape[d] for d in changed) and mode != "nearest":
-                raise _unsupported("Resize", "antialias=1 when downscaling is not supported")
-            spatial_only = len(in_shape) >= 3 and all(d >= 2 for d in changed)
-            aten_modes = {"half_pixel", "pytorch_half_pixel", "align_corners"}
-            if mode == "nearest":
-                self.kind = "gather"
-                for d in changed:
-                    src = _source_coordinates(ctm, in_shape[d], out_shape[d], scales[d])
-                    index = _nearest_index(src, nearest_mode, in_shape[d])
-                    self.taps.append((d,))
-                    self.register_buffer(f"index_{d}", torch.from_numpy(index), persistent=False)
-                return
-            if mode == "cubic":
-                if not (spatial_only and len(in_shape) == 4 and ctm in aten_modes and cubic_a == -0.75
-                        and not exclude_outside):
-                    raise _unsupported("Resize", f"mode='cubic' with coordinate_transformation_mode='{ctm}', "
-                                       f"cubic_coeff_a={cubic_a}, exclude_outside={exclude_outside} on a "
-                                       f"{len(in_shape)}-D input is not supported (bicubic over H, W in half_pixel, "
-                                       f"pytorch_half_pixel or align_corners with a=-0.75 is)")
-            elif mode != "linear":
-                raise _unsupported("Resize", f"mode='{mode}' is not supported")
-            if spatial_only and ctm in aten_modes and len(in_shape) - 2 in (1, 2, 3):
-                self.kind = "aten"
-                self.align_corners = ctm == "align_corners"
-                self.cubic = mode == "cubic"
-                sizes, factors = [], []
-                for d in range(2, len(in_shape)):
-                    if ctm == "pytorch_half_pixel" and out_shape[d] == 1:
-                        self.narrow.append(d)  # ONNX samples index 0 here; half_pixel would sample the middle
-                        sizes.append(1)
-                        factors.append(None)
-                    else:
-                        sizes.append(int(out_shape[d]))
-                        factors.append(None if self.align_corners else float(scales[d]))
-                self.spatial = sizes
-                self.factors = factors
-                return
-            if mode != "linear":
-                raise _unsupported("Resize", f"mode='{mode}' with coordinate_transformation_mode='{ctm}'")
-            self.kind = "taps"
-            rank = len(in_shape)
+    linear/cubic in half_pixel, pytorch_half_pixel or align_corners over the spatial dims run ATen's upsample
+    kernels with ONNX's scales; nearest (every coordinate mode and rounding) gathers precomputed indices;
+    linear in the other coordinate modes interpolates separably with precomputed taps.
+    """
+
+    def __init__(self, in_shape, out_shape, scales, mode, ctm, nearest_mode, cubic_a, exclude_outside, antialias):
+        super().__init__()
+        self.out_shape = [int(v) for v in out_shape]
+        changed = [d for d in range(len(in_shape)) if in_shape[d] != out_shape[d] or scales[d] != 1.0]
+        self.kind = "identity"
+        self.narrow = []
+        self.spatial = None
+        self.taps = []
+        if not changed:
+            return
+        if ctm == "tf_crop_and_resize":
+            raise _unsupported("Resize", "coordinate_transformation_mode='tf_crop_and_resize' is not supported")
+        if antialias and any(out_shape[d] < in_shape[d] for d in changed) and mode != "nearest":
+            raise _unsupported("Resize", "antialias=1 when downscaling is not supported")
+        spatial_only = len(in_shape) >= 3 and all(d >= 2 for d in changed)
+        aten_modes = {"half_pixel", "pytorch_half_pixel", "align_corners"}
+        if mode == "nearest":
+            self.kind = "gather"
             for d in changed:
                 src = _source_coordinates(ctm, in_shape[d], out_shape[d], scales[d])
-                src = np.clip(src, 0, in_shape[d] - 1)
-                low = np.floor(src).astype(np.int64)
-                high = np.minimum(low + 1, in_shape[d] - 1)
-                frac = (src - low).astype(np.float32)
-                view = [1] * rank
-                view[d] = out_shape[d]
+                index = _nearest_index(src, nearest_mode, in_shape[d])
                 self.taps.append((d,))
-                self.register_buffer(f"low_{d}", torch.from_numpy(low), persistent=False)
-                self.register_buffer(f"high_{d}", torch.from_numpy(high), persistent=False)
-                self.register_buffer(f"frac_{d}", torch.from_numpy(frac).reshape(view), persistent=False)
-
-        def forward(self, x):
-            if self.kind == "identity":
-                return x
-            if self.kind == "gather":
-                for (d,) in self.taps:
-                    x = x.index_select(d, getattr(self, f"index_{d}"))
-                return x
-            if self.kind == "taps":
-                for (d,) in self.taps:
-                    frac = getattr(self, f"frac_{d}").to(x.dtype)
-                    lo = x.index_select(d, getattr(self, f"low_{d}"))
-                    hi = x.index_select(d, getattr(self, f"high_{d}"))
-                    x = lo + (hi - lo) * frac
-                return x
-            for d in self.narrow:
-                x = x.narrow(d, 0, 1)
-            aten = torch.ops.aten
-            if self.cubic:
-                return aten.upsample_bicubic2d.default(x, self.spatial, self.align_corners, *self.factors)
-            if len(self.spatial) == 1:
-                return aten.upsample_linear1d.default(x, self.spatial, self.align_corners, *self.factors)
-            if len(self.spatial) == 2:
-                return aten.upsample_bilinear2d.default(x, self.spatial, self.align_corners, *self.factors)
-            return aten.upsample_trilinear3d.default(x, self.spatial, self.align_corners, *self.factors)
-
-    class Reshape(nn.Module, OnnxToTorchModule):
-        def __init__(self, shape, allowzero):
-            super().__init__()
-            self.shape = [int(v) for v in shape]
-            self.allowzero = bool(allowzero)
-
-        def forward(self, x):
-            if self.allowzero:
-                return x.reshape(self.shape)
-            return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(self.shape)])
-
-    class Slice(nn.Module, OnnxToTorchModule):
-        def __init__(self, starts, ends, axes, steps):
-            super().__init__()
-            self.items = [(int(a), int(s), int(e), int(t)) for s, e, a, t in zip(starts, ends, axes, steps)]
-
-        def forward(self, x):
-            for axis, start, end, step in self.items:
-                axis = axis + x.dim() if axis < 0 else axis
-                x = _slice_axis(x, axis, start, end, step)
-            return x
-
-    class Expand(nn.Module, OnnxToTorchModule):
-        def __init__(self, shape):
-            super().__init__()
-            self.shape = [int(v) for v in shape]
-
-        def forward(self, x):
-            return x.expand(_broadcast(list(x.shape), self.shape))
-
-    class Tile(nn.Module, OnnxToTorchModule):
-        def __init__(self, repeats):
-            super().__init__()
-            self.repeats = [int(v) for v in repeats]
-
-        def forward(self, x):
-            return x.repeat(self.repeats)
-
-    class Pad(nn.Module, OnnxToTorchModule):
-        _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
-
-        def __init__(self, pads, mode, value):
-            super().__init__()
-            if mode not in self._MODES:
-                raise _unsupported("Pad", f"mode='{mode}' is not supported")
-            rank = len(pads) // 2
-            torch_pads = []
-            for d in reversed(range(rank)):
-                torch_pads.extend([int(pads[d]), int(pads[d + rank])])
-            while torch_pads and torch_pads[-1] == 0 and torch_pads[-2] == 0:
-                torch_pads = torch_pads[:-2]
-            self.pads = torch_pads
-            self.mode = self._MODES[mode]
-            self.value = value
-
-        def forward(self, x):
-            if not self.pads:
-                return x
-            if self.mode == "constant":
-                return torch.nn.functional.pad(x, self.pads, mode="constant", value=self.value)
-            return torch.nn.functional.pad(x, self.pads, mode=self.mode)
-
-    class Split(nn.Module, OnnxToTorchModule):
-        def __init__(self, split, axis, outputs):
-            super().__init__()
-            self.split = [int(v) for v in split]
-            self.axis = int(axis)
-            self.single = outputs == 1
-
-        def forward(self, x):
-            parts = torch.split(x, self.split, dim=self.axis)
-            return parts[0] if self.single else tuple(parts)
-
-    class Squeeze(nn.Module, OnnxToTorchModule):
-        def __init__(self, axes):
-            super().__init__()
-            self.axes = [int(v) for v in axes]  # descending
-
-        def forward(self, x):
-            for axis in self.axes:
-                x = x.squeeze(axis)
-            return x
-
-    class Clip(nn.Module, OnnxToTorchModule):
-        """Clip that keeps the input's dtype (integer bounds stay integers)."""
-
-        def __init__(self, low, high):
-            super().__init__()
-            self.low = low
-            self.high = high
-
-        def forward(self, x, low=None, high=None):
-            low = self.low if low is None else low
-            high = self.high if high is None else high
-            if low is None and high is None:
-                return x
-            return torch.clamp(x, low, high)
-
-    class GatherND(nn.Module, OnnxToTorchModule):
-        """ONNX GatherND with batch_dims >= 0 (negative indices count from the end, as in ONNX)."""
-
-        def __init__(self, batch_dims):
-            super().__init__()
-            self.batch_dims = int(batch_dims)
-
-        def forward(self, data, indices):
-            b = self.batch_dims
-            m = indices.shape[-1]
-            batch_shape = list(data.shape[:b])
-            batches = math.prod(batch_shape)
-            tail = list(data.shape[b + m:])
-            flat = data.reshape([batches] + list(data.shape[b:]))
-            index = indices.reshape(batches, -1, m).long()
-            rows = torch.arange(batches, device=data.device).reshape(batches, 1).expand(batches, index.shape[1])
-            picked = flat[(rows,) + tuple(index[..., i] for i in range(m))]
-            return picked.reshape(list(indices.shape[:-1]) + tail)
-
-    class OneHot(nn.Module, OnnxToTorchModule):
-        def __init__(self, axis, depth):
-            super().__init__()
-            self.axis = int(axis)
-            self.depth = depth
-
-        def forward(self, indices, *rest):
-            if self.depth is None:
-                depth_tensor, values = rest
-                depth = int(depth_tensor.reshape(-1)[0])  # a run-time depth: one host read per run
-            else:
-                (values,) = rest
-                depth = self.depth
-            index = indices.long()
-            index = torch.where(index < 0, index + depth, index)
-            rank = index.dim() + 1
-            axis = self.axis + rank if self.axis < 0 else self.axis
+                self.register_buffer(f"index_{d}", torch.from_numpy(index), persistent=False)
+            return
+        if mode == "cubic":
+            if not (spatial_only and len(in_shape) == 4 and ctm in aten_modes and cubic_a == -0.75
+                    and not exclude_outside):
+                raise _unsupported("Resize", f"mode='cubic' with coordinate_transformation_mode='{ctm}', "
+                                   f"cubic_coeff_a={cubic_a}, exclude_outside={exclude_outside} on a "
+                                   f"{len(in_shape)}-D input is not supported (bicubic over H, W in half_pixel, "
+                                   f"pytorch_half_pixel or align_corners with a=-0.75 is)")
+        elif mode != "linear":
+            raise _unsupported("Resize", f"mode='{mode}' is not supported")
+        if spatial_only and ctm in aten_modes and len(in_shape) - 2 in (1, 2, 3):
+            self.kind = "aten"
+            self.align_corners = ctm == "align_corners"
+            self.cubic = mode == "cubic"
+            sizes, factors = [], []
+            for d in range(2, len(in_shape)):
+                if ctm == "pytorch_half_pixel" and out_shape[d] == 1:
+                    self.narrow.append(d)  # ONNX samples index 0 here; half_pixel would sample the middle
+                    sizes.append(1)
+                    factors.append(None)
+                else:
+                    sizes.append(int(out_shape[d]))
+                    factors.append(None if self.align_corners else float(scales[d]))
+            self.spatial = sizes
+            self.factors = factors
+            return
+        if mode != "linear":
+            raise _unsupported("Resize", f"mode='{mode}' with coordinate_transformation_mode='{ctm}'")
+        self.kind = "taps"
+        rank = len(in_shape)
+        for d in changed:
+            src = _source_coordinates(ctm, in_shape[d], out_shape[d], scales[d])
+            src = np.clip(src, 0, in_shape[d] - 1)
+            low = np.floor(src).astype(np.int64)
+            high = np.minimum(low + 1, in_shape[d] - 1)
+            frac = (src - low).astype(np.float32)
             view = [1] * rank
-            view[axis] = depth
-            classes = torch.arange(depth, device=index.device).reshape(view)
-            hot = index.unsqueeze(axis) == classes
-            values = values.reshape(-1)
-            return torch.where(hot, values[1], values[0])
+            view[d] = out_shape[d]
+            self.taps.append((d,))
+            self.register_buffer(f"low_{d}", torch.from_numpy(low), persistent=False)
+            self.register_buffer(f"high_{d}", torch.from_numpy(high), persistent=False)
+            self.register_buffer(f"frac_{d}", torch.from_numpy(frac).reshape(view), persistent=False)
 
-    class Flatten(nn.Module, OnnxToTorchModule):
-        """ONNX Flatten: always 2-D, [prod(shape[:axis]), prod(shape[axis:])] (axis 0 gives [1, N])."""
+    def forward(self, x):
+        if self.kind == "identity":
+            return x
+        if self.kind == "gather":
+            for (d,) in self.taps:
+                x = x.index_select(d, getattr(self, f"index_{d}"))
+            return x
+        if self.kind == "taps":
+            for (d,) in self.taps:
+                frac = getattr(self, f"frac_{d}").to(x.dtype)
+                lo = x.index_select(d, getattr(self, f"low_{d}"))
+                hi = x.index_select(d, getattr(self, f"high_{d}"))
+                x = lo + (hi - lo) * frac
+            return x
+        for d in self.narrow:
+            x = x.narrow(d, 0, 1)
+        aten = torch.ops.aten
+        if self.cubic:
+            return aten.upsample_bicubic2d.default(x, self.spatial, self.align_corners, *self.factors)
+        if len(self.spatial) == 1:
+            return aten.upsample_linear1d.default(x, self.spatial, self.align_corners, *self.factors)
+        if len(self.spatial) == 2:
+            return aten.upsample_bilinear2d.default(x, self.spatial, self.align_corners, *self.factors)
+        return aten.upsample_trilinear3d.default(x, self.spatial, self.align_corners, *self.factors)
 
-        def __init__(self, axis):
-            super().__init__()
-            self.axis = int(axis)
 
-        def forward(self, x):
-            axis = self.axis + x.dim() if self.axis < 0 else self.axis
-            shape = list(x.shape)
-            return x.reshape(math.prod(shape[:axis]), math.prod(shape[axis:]))
+class Reshape(nn.Module, OnnxToTorchModule):
+    def __init__(self, shape, allowzero):
+        super().__init__()
+        self.shape = [int(v) for v in shape]
+        self.allowzero = bool(allowzero)
 
-    class LayerNorm(nn.Module, OnnxToTorchModule):
-        """LayerNormalization over ``shape[axis:]`` read from the input (known at trace time, so static)."""
+    def forward(self, x):
+        if self.allowzero:
+            return x.reshape(self.shape)
+        return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(self.shape)])
 
-        def __init__(self, axis, epsilon, weight=None, bias=None):
-            super().__init__()
-            self.axis = int(axis)
-            self.epsilon = float(epsilon)
-            self.weight = None if weight is None else nn.Parameter(weight, requires_grad=False)
-            self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
-        def forward(self, x, scale=None, bias=None):
-            scale = self.weight if scale is None else scale
-            bias = self.bias if bias is None else bias
-            axis = self.axis + x.dim() if self.axis < 0 else self.axis
-            shape = list(x.shape[axis:])
-            exact = (scale is None or list(scale.shape) == shape) and (bias is None or list(bias.shape) == shape)
-            if exact:
-                return torch.nn.functional.layer_norm(x, shape, scale, bias, self.epsilon)
-            y = torch.nn.functional.layer_norm(x, shape, None, None, self.epsilon)  # broadcast scale / bias
-            if scale is not None:
-                y = y * scale
-            if bias is not None:
-                y = y + bias
-            return y
+class Slice(nn.Module, OnnxToTorchModule):
+    def __init__(self, starts, ends, axes, steps):
+        super().__init__()
+        self.items = [(int(a), int(s), int(e), int(t)) for s, e, a, t in zip(starts, ends, axes, steps)]
 
-    class DeformConv2d(nn.Module, OnnxToTorchModule):
-        """``torchvision.ops.deform_conv2d`` (DCNv2 when a mask is given) with the exporter's parameters."""
+    def forward(self, x):
+        for axis, start, end, step in self.items:
+            axis = axis + x.dim() if axis < 0 else axis
+            x = _slice_axis(x, axis, start, end, step)
+        return x
 
-        def __init__(self, weight, bias, stride, padding, dilation):
-            super().__init__()
-            self.weight = nn.Parameter(weight, requires_grad=False)
-            self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-            self.stride = tuple(int(v) for v in stride)
-            self.padding = tuple(int(v) for v in padding)
-            self.dilation = tuple(int(v) for v in dilation)
 
-        def forward(self, x, offset, mask=None):
-            from torchvision.ops import deform_conv2d
+class Expand(nn.Module, OnnxToTorchModule):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = [int(v) for v in shape]
 
-            return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                                 dilation=self.dilation, mask=mask)
+    def forward(self, x):
+        return x.expand(_broadcast(list(x.shape), self.shape))
 
-    return {cls.__name__: cls for cls in (Resize, Reshape, Slice, Expand, Tile, Pad, Split, Squeeze, Clip,
-                                          GatherND, OneHot, Flatten, LayerNorm, DeformConv2d)}
+
+class Tile(nn.Module, OnnxToTorchModule):
+    def __init__(self, repeats):
+        super().__init__()
+        self.repeats = [int(v) for v in repeats]
+
+    def forward(self, x):
+        return x.repeat(self.repeats)
+
+
+class Pad(nn.Module, OnnxToTorchModule):
+    _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+    def __init__(self, pads, mode, value):
+        super().__init__()
+        if mode not in self._MODES:
+            raise _unsupported("Pad", f"mode='{mode}' is not supported")
+        rank = len(pads) // 2
+        torch_pads = []
+        for d in reversed(range(rank)):
+            torch_pads.extend([int(pads[d]), int(pads[d + rank])])
+        while torch_pads and torch_pads[-1] == 0 and torch_pads[-2] == 0:
+            torch_pads = torch_pads[:-2]
+        self.pads = torch_pads
+        self.mode = self._MODES[mode]
+        self.value = value
+
+    def forward(self, x):
+        if not self.pads:
+            return x
+        if self.mode == "constant":
+            return torch.nn.functional.pad(x, self.pads, mode="constant", value=self.value)
+        return torch.nn.functional.pad(x, self.pads, mode=self.mode)
+
+
+class Split(nn.Module, OnnxToTorchModule):
+    def __init__(self, split, axis, outputs):
+        super().__init__()
+        self.split = [int(v) for v in split]
+        self.axis = int(axis)
+        self.single = outputs == 1
+
+    def forward(self, x):
+        parts = torch.split(x, self.split, dim=self.axis)
+        return parts[0] if self.single else tuple(parts)
+
+
+class Squeeze(nn.Module, OnnxToTorchModule):
+    def __init__(self, axes):
+        super().__init__()
+        self.axes = [int(v) for v in axes]  # descending
+
+    def forward(self, x):
+        for axis in self.axes:
+            x = x.squeeze(axis)
+        return x
+
+
+class Clip(nn.Module, OnnxToTorchModule):
+    """Clip that keeps the input's dtype (integer bounds stay integers)."""
+
+    def __init__(self, low, high):
+        super().__init__()
+        self.low = low
+        self.high = high
+
+    def forward(self, x, low=None, high=None):
+        low = self.low if low is None else low
+        high = self.high if high is None else high
+        if low is None and high is None:
+            return x
+        return torch.clamp(x, low, high)
+
+
+class Gather(nn.Module, OnnxToTorchModule):
+    """ONNX Gather with a 0-dim index, which drops the axis. onnx2torch indexes with the 0-dim tensor, which torch
+    reads back to the host (``.item()``) on every run; here a constant index is a Python int (``select``) and a
+    computed one stays on the device (``index_select``)."""
+
+    def __init__(self, axis, index=None):
+        super().__init__()
+        self.axis = int(axis)
+        self.index = None if index is None else int(index)
+
+    def forward(self, x, indices=None):
+        axis = self.axis + x.dim() if self.axis < 0 else self.axis
+        if self.index is not None:
+            return x.select(axis, self.index)
+        index = indices.reshape(1).long()
+        index = torch.where(index < 0, index + x.shape[axis], index)
+        return x.index_select(axis, index).squeeze(axis)
+
+
+class GatherND(nn.Module, OnnxToTorchModule):
+    """ONNX GatherND with batch_dims >= 0 (negative indices count from the end, as in ONNX)."""
+
+    def __init__(self, batch_dims):
+        super().__init__()
+        self.batch_dims = int(batch_dims)
+
+    def forward(self, data, indices):
+        b = self.batch_dims
+        m = indices.shape[-1]
+        batch_shape = list(data.shape[:b])
+        batches = math.prod(batch_shape)
+        tail = list(data.shape[b + m:])
+        flat = data.reshape([batches] + list(data.shape[b:]))
+        index = indices.reshape(batches, -1, m).long()
+        rows = torch.arange(batches, device=data.device).reshape(batches, 1).expand(batches, index.shape[1])
+        picked = flat[(rows,) + tuple(index[..., i] for i in range(m))]
+        return picked.reshape(list(indices.shape[:-1]) + tail)
+
+
+class OneHot(nn.Module, OnnxToTorchModule):
+    def __init__(self, axis, depth):
+        super().__init__()
+        self.axis = int(axis)
+        self.depth = depth
+
+    def forward(self, indices, *rest):
+        if self.depth is None:
+            depth_tensor, values = rest
+            depth = int(depth_tensor.reshape(-1)[0])  # a run-time depth: one host read per run
+        else:
+            (values,) = rest
+            depth = self.depth
+        index = indices.long()
+        index = torch.where(index < 0, index + depth, index)
+        rank = index.dim() + 1
+        axis = self.axis + rank if self.axis < 0 else self.axis
+        view = [1] * rank
+        view[axis] = depth
+        classes = torch.arange(depth, device=index.device).reshape(view)
+        hot = index.unsqueeze(axis) == classes
+        values = values.reshape(-1)
+        return torch.where(hot, values[1], values[0])
+
+
+class Flatten(nn.Module, OnnxToTorchModule):
+    """ONNX Flatten: always 2-D, [prod(shape[:axis]), prod(shape[axis:])] (axis 0 gives [1, N])."""
+
+    def __init__(self, axis):
+        super().__init__()
+        self.axis = int(axis)
+
+    def forward(self, x):
+        axis = self.axis + x.dim() if self.axis < 0 else self.axis
+        shape = list(x.shape)
+        return x.reshape(math.prod(shape[:axis]), math.prod(shape[axis:]))
+
+
+class LayerNorm(nn.Module, OnnxToTorchModule):
+    """LayerNormalization over ``shape[axis:]`` read from the input (known at trace time, so static)."""
+
+    def __init__(self, axis, epsilon, weight=None, bias=None):
+        super().__init__()
+        self.axis = int(axis)
+        self.epsilon = float(epsilon)
+        self.weight = None if weight is None else nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x, scale=None, bias=None):
+        scale = self.weight if scale is None else scale
+        bias = self.bias if bias is None else bias
+        axis = self.axis + x.dim() if self.axis < 0 else self.axis
+        shape = list(x.shape[axis:])
+        exact = (scale is None or list(scale.shape) == shape) and (bias is None or list(bias.shape) == shape)
+        if exact:
+            return torch.nn.functional.layer_norm(x, shape, scale, bias, self.epsilon)
+        y = torch.nn.functional.layer_norm(x, shape, None, None, self.epsilon)  # broadcast scale / bias
+        if scale is not None:
+            y = y * scale
+        if bias is not None:
+            y = y + bias
+        return y
+
+
+class DeformConv2d(nn.Module, OnnxToTorchModule):
+    """``torchvision.ops.deform_conv2d`` (DCNv2 when a mask is given) with the exporter's parameters."""
+
+    def __init__(self, weight, bias, stride, padding, dilation):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.stride = tuple(int(v) for v in stride)
+        self.padding = tuple(int(v) for v in padding)
+        self.dilation = tuple(int(v) for v in dilation)
+
+    def forward(self, x, offset, mask=None):
+        from torchvision.ops import deform_conv2d
+
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -474,8 +494,7 @@ def _broadcast(a: List[int], b: List[int]) -> List[int]:
 
 @_converter("Resize")
 def _resize(node, graph):
-    m = _modules()
-    module = m["Resize"](
+    module = Resize(
         _attr_list(node, "input_shape"), _attr_list(node, "output_shape"), _attr_list(node, "scales"),
         _attr(node, "mode", "nearest"), _attr(node, "coordinate_transformation_mode", "half_pixel"),
         _attr(node, "nearest_mode", "round_prefer_floor"), float(_attr(node, "cubic_coeff_a", -0.75)),
@@ -486,43 +505,43 @@ def _resize(node, graph):
 
 @_converter("Reshape")
 def _reshape(node, graph):
-    module = _modules()["Reshape"](_attr_list(node, "shape"), int(_attr(node, "allowzero", 0)))
+    module = Reshape(_attr_list(node, "shape"), int(_attr(node, "allowzero", 0)))
     return _result(module, node.input_values[:1], node.output_values)
 
 
 @_converter("Slice")
 def _slice(node, graph):
-    module = _modules()["Slice"](_attr_list(node, "starts"), _attr_list(node, "ends"), _attr_list(node, "axes"),
+    module = Slice(_attr_list(node, "starts"), _attr_list(node, "ends"), _attr_list(node, "axes"),
                                  _attr_list(node, "steps"))
     return _result(module, node.input_values[:1], node.output_values)
 
 
 @_converter("Expand")
 def _expand(node, graph):
-    return _result(_modules()["Expand"](_attr_list(node, "shape")), node.input_values[:1], node.output_values)
+    return _result(Expand(_attr_list(node, "shape")), node.input_values[:1], node.output_values)
 
 
 @_converter("Tile")
 def _tile(node, graph):
-    return _result(_modules()["Tile"](_attr_list(node, "repeats")), node.input_values[:1], node.output_values)
+    return _result(Tile(_attr_list(node, "repeats")), node.input_values[:1], node.output_values)
 
 
 @_converter("Pad")
 def _pad(node, graph):
     value = _attr_scalar(node, "value")
-    module = _modules()["Pad"](_attr_list(node, "pads"), _attr(node, "mode", "constant"), value or 0)
+    module = Pad(_attr_list(node, "pads"), _attr(node, "mode", "constant"), value or 0)
     return _result(module, node.input_values[:1], node.output_values)
 
 
 @_converter("Split")
 def _split(node, graph):
-    module = _modules()["Split"](_attr_list(node, "split"), int(_attr(node, "axis", 0)), len(node.output_values))
+    module = Split(_attr_list(node, "split"), int(_attr(node, "axis", 0)), len(node.output_values))
     return _result(module, node.input_values[:1], node.output_values)
 
 
 @_converter("Squeeze")
 def _squeeze(node, graph):
-    return _result(_modules()["Squeeze"](_attr_list(node, "axes")), node.input_values[:1], node.output_values)
+    return _result(Squeeze(_attr_list(node, "axes")), node.input_values[:1], node.output_values)
 
 
 @_converter("Clip")
@@ -535,25 +554,32 @@ def _clip(node, graph):
             return None
         return int(value) if integer else float(value)
 
-    module = _modules()["Clip"](bound("min"), bound("max"))
+    module = Clip(bound("min"), bound("max"))
     return _result(module, node.input_values, node.output_values)
+
+
+@_converter("Gather")
+def _gather(node, graph):
+    index = _attr_scalar(node, "index")
+    module = Gather(int(_attr(node, "axis", 0)), index)
+    return _result(module, node.input_values[:1] if index is not None else node.input_values, node.output_values)
 
 
 @_converter("GatherND")
 def _gather_nd(node, graph):
-    return _result(_modules()["GatherND"](int(_attr(node, "batch_dims", 0))), node.input_values, node.output_values)
+    return _result(GatherND(int(_attr(node, "batch_dims", 0))), node.input_values, node.output_values)
 
 
 @_converter("OneHot")
 def _one_hot(node, graph):
     depth = _attr_list(node, "depth")
-    module = _modules()["OneHot"](int(_attr(node, "axis", -1)), None if depth is None else int(depth[0]))
+    module = OneHot(int(_attr(node, "axis", -1)), None if depth is None else int(depth[0]))
     return _result(module, node.input_values, node.output_values)
 
 
 @_converter("Flatten")
 def _flatten(node, graph):
-    return _result(_modules()["Flatten"](int(_attr(node, "axis", 1))), node.input_values, node.output_values)
+    return _result(Flatten(int(_attr(node, "axis", 1))), node.input_values, node.output_values)
 
 
 @_converter("LayerNormalization")
@@ -565,9 +591,9 @@ def _layer_norm(node, graph):
     if constant:
         weight = graph.initializers[scale_name].to_torch() if scale_name else None
         bias = graph.initializers[bias_name].to_torch() if bias_name else None
-        module = _modules()["LayerNorm"](axis, epsilon, weight, bias)
+        module = LayerNorm(axis, epsilon, weight, bias)
         return _result(module, node.input_values[:1], node.output_values)
-    return _result(_modules()["LayerNorm"](axis, epsilon), names, node.output_values)
+    return _result(LayerNorm(axis, epsilon), names, node.output_values)
 
 
 @_converter("DeformConv2d")
@@ -578,7 +604,7 @@ def _deform_conv(node, graph):
         raise _unsupported("DeformConv2d", "weights computed at run time are not supported")
     weight = graph.initializers[weight_name].to_torch()
     bias = graph.initializers[bias_name].to_torch() if bias_name else None
-    module = _modules()["DeformConv2d"](weight, bias, _attr_list(node, "stride"), _attr_list(node, "padding"),
+    module = DeformConv2d(weight, bias, _attr_list(node, "stride"), _attr_list(node, "padding"),
                                         _attr_list(node, "dilation"))
     inputs = [x, offset] + ([mask] if mask else [])
     return _result(module, inputs, node.output_values)
