@@ -189,8 +189,8 @@ def test_node_schema_has_labelled_dropdowns_and_version(invokeai):
 
     cls = invocation.RemoveBackgroundInvocation
     schema = cls.model_json_schema()
-    assert schema["properties"]["model"]["enum"] == list(MODEL_NAMES)
-    assert set(schema["properties"]["model"]["ui_choice_labels"]) == set(MODEL_NAMES)
+    assert schema["properties"]["model"]["enum"] == [*MODEL_NAMES, "custom"]  # custom: your own file
+    assert set(schema["properties"]["model"]["ui_choice_labels"]) == {*MODEL_NAMES, "custom"}
     assert "NON-COMMERCIAL" in schema["properties"]["model"]["ui_choice_labels"]["bria-rmbg"]
     assert schema["properties"]["execution_provider"]["enum"] == [
         "auto", "torch", "cpu", "cuda", "tensorrt", "rocm", "directml", "openvino", "coreml"
