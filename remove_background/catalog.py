@@ -48,6 +48,8 @@ class ModelInfo:
     source: str = "rembg 2.0.69 (github.com/danielgatis/rembg)"  # where the file and its facts come from
     half: bool = False  # runs in half precision: ONNX Runtime on the file converted once (backends/half_precision.py),
     # torch on its float32 module in half precision
+    max_scaled: bool = True  # pixels divided by the image's maximum, as rembg does; False: by 255, as the authors of
+    # the newer models do (BiRefNet's and BEN2's code: ToTensor)
     revision: str = ""  # your own file: its size and mtime, so a changed file is a new model in every cache
 
     @property
@@ -74,6 +76,7 @@ def _single(
     description: str,
     commercial_use: bool = True,
     source: Optional[str] = None,
+    max_scaled: bool = True,
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -86,12 +89,14 @@ def _single(
         licence=licence,
         commercial_use=commercial_use,
         description=description,
+        max_scaled=max_scaled,
         **({"source": source} if source else {}),
     )
 
 
 _BIREFNET = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="birefnet", licence="MIT")
-_BIREFNET_HR = dict(_BIREFNET, size=2048)
+_AUTHORS = dict(size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="birefnet", licence="MIT", max_scaled=False)
+_BIREFNET_HR = dict(_AUTHORS, size=2048)
 _BIREFNET_SOURCE = ("BiRefNet's authors: github.com/ZhengPeng7/BiRefNet (MIT; ONNX files in release v1, README "
                     "model zoo), model card huggingface.co/ZhengPeng7/{card}; no checksum published")
 
@@ -164,7 +169,7 @@ MODELS: dict[str, ModelInfo] = {
                 source=_BIREFNET_SOURCE.format(card="BiRefNet_HR-matting"), **_BIREFNET_HR),
         _single("birefnet-matting", "BiRefNet matting", BIREFNET_RELEASES + "BiRefNet-matting-epoch_100.onnx",
                 None, 928, description="BiRefNet trained for trimap-free general matting (soft alpha).",
-                source=_BIREFNET_SOURCE.format(card="BiRefNet-matting"), **_BIREFNET),
+                source=_BIREFNET_SOURCE.format(card="BiRefNet-matting"), **_AUTHORS),
         _single("ben2-base", "BEN2 base", BEN2_FILES + "BEN2_Base.onnx",
                 "sha256:22cea62108ff53b7ccc20f7a008bf30494228d84b1687f29ecbe76936a998101", 223, 1024,
                 (0.0, 0.0, 0.0), UNIT_STD, "ben", "MIT",
@@ -172,7 +177,7 @@ MODELS: dict[str, ModelInfo] = {
                 "precision.",
                 source="BEN2's authors (Prama LLC): github.com/PramaLLC/BEN2 (MIT), model card and file "
                        "huggingface.co/PramaLLC/BEN2 (BEN2_Base.onnx, sha256 from its LFS file page; fed as its "
-                       "onnx_run.py feeds it: 0-1 RGB, no mean or std)"),
+                       "onnx_run.py feeds it: 0-1 RGB, no mean or std)", max_scaled=False),
         ModelInfo(
             name="sam",
             label="Segment Anything (ViT-B, prompted)",

@@ -1,7 +1,7 @@
 """The shared base of families whose model maps one image to one mask (U²-Net, IS-Net, BiRefNet, BRIA, cloth).
 
 rembg's recipe, which each such family follows: resize the image to the model's square input (PIL's LANCZOS), divide
-by the image's maximum, normalise with the model's mean and std (NCHW float32), run, take output 0, apply a sigmoid
+by the image's maximum (by 255 for the rows whose authors do: ``max_scaled``), normalise with the model's mean and std (NCHW float32), run, take output 0, apply a sigmoid
 where the family's file gives logits, stretch min..max to 0..1, and resize the mask back to the image. The resizes
 are ours and cheaper (imaging/resample.py) and stay within a fraction of a grey level of rembg's.
 
@@ -39,7 +39,8 @@ class ImageMaskFamily(Family):
     def model_input(self, rgb, info) -> tuple[np.ndarray, np.ndarray]:
         """(the NCHW float32 tensor the model wants, the resized uint8 RGB it came from)."""
         small = downscale(rgb, info.input_size)
-        scale = 1.0 / max(float(small.max()), 1e-6)  # rembg divides by the image's maximum, then normalises
+        top = float(small.max()) if info.max_scaled else 255.0  # rembg divides by the image's maximum
+        scale = 1.0 / max(top, 1e-6)
         x = np.empty((1, 3, *small.shape[:2]), np.float32)
         for c in range(3):  # (v * scale - mean) / std, one channel plane at a time, straight into NCHW
             np.multiply(small[..., c], np.float32(scale / info.std[c]), out=x[0, c], dtype=np.float32)
@@ -116,9 +117,10 @@ class ImageMaskFamily(Family):
     # --- the model's torch device ------------------------------------------------------------------------------
 
     def device_input(self, frame, small, info):
-        """rembg's normalisation on the device: divided by the image's maximum, then (v - mean) / std; 1×3×S×S."""
+        """rembg's normalisation on the device: divided by the image's maximum (or 255), then (v - mean) / std;
+        1×3×S×S."""
         mean, std = frame.constant(info.mean).view(3, 1, 1), frame.constant(info.std).view(3, 1, 1)
-        scale = 1.0 / frame.torch.clamp(small.amax(), min=1e-6)
+        scale = 1.0 / frame.torch.clamp(small.amax(), min=1e-6) if info.max_scaled else 1.0 / 255.0
         return ((small * scale - mean) / std)[None]
 
     def device_small_mask(self, frame, outputs, options):
