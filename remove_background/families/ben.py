@@ -11,4 +11,4 @@ class BEN(ImageMaskFamily):
     key = "ben"
     title = "BEN"
     custom = CustomRecipe(1024, HALF_MEAN, UNIT_STD, "1024², mean 0.5, std 1, as rembg's ben_custom")
-    torch_note = "its float16 weights are widened to float32"
+    torch_note = "its published file computes in float16"

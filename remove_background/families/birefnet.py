@@ -11,6 +11,6 @@ class BiRefNet(ImageMaskFamily):
     title = "BiRefNet"
     sigmoid = True
     size_from_graph = True  # exported at 1024² (most) or 2048² (BiRefNet_HR)
-    custom = CustomRecipe(1024, IMAGENET_MEAN, IMAGENET_STD, "the file's own side (1024² where free), ImageNet "
-                          "mean and std, a sigmoid on its logits, as rembg's BiRefNet sessions")
+    custom = CustomRecipe(1024, IMAGENET_MEAN, IMAGENET_STD, "its file's side, else 1024², ImageNet mean and std, "
+                          "sigmoid on its logits")
     torch_note = "its deform convolutions run as torchvision.ops.deform_conv2d"
