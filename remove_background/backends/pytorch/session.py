@@ -63,7 +63,8 @@ def _converted_model_class():
                         from .convert import convert
 
                         new = convert(self.source, self.model_name, dict(enumerate(shapes)), self.frozen)
-                        self.graphs[key] = new.to(module_device(self), float_dtype(self))
+                        new = new.to(module_device(self))
+                        self.graphs[key] = new.half() if float_dtype(self) == torch.float16 else new
                     graph = self.graphs[key]
             return graph
 
