@@ -10,7 +10,9 @@ pack (its invocation machinery is already imported then), the node registers.
 
 import sys
 
-__version__ = "1.2.0"  # 1.2: the torch execution provider (auto runs on InvokeAI's GPU); 1.1: mask_tensor, edge_detail
+__version__ = "1.3.0"
+# 1.3: your own model file (model custom), BiRefNet HR and matting, BEN2, birefnet-general-fp16;
+# 1.2: the torch execution provider (auto runs on InvokeAI's GPU); 1.1: mask_tensor, edge_detail
 
 from .imaging.buffers import clear_buffers  # noqa: E402
 from .catalog import MODEL_NAMES, MODELS  # noqa: E402
@@ -18,6 +20,7 @@ from .errors import (  # noqa: E402
     DependencyMissingError,
     InvalidImageError,
     ModelChecksumError,
+    ModelFileError,
     ModelNotAvailableError,
     ProviderUnavailableError,
     RemoveBackgroundError,
@@ -45,6 +48,7 @@ __all__ = [
     "RemoveBackgroundError",
     "ModelNotAvailableError",
     "ModelChecksumError",
+    "ModelFileError",
     "ProviderUnavailableError",
     "DependencyMissingError",
     "InvalidImageError",

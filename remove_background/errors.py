@@ -13,6 +13,11 @@ class ModelChecksumError(RemoveBackgroundError):
     """A model file is corrupt or truncated: its checksum does not match the catalog."""
 
 
+class ModelFileError(RemoveBackgroundError, ValueError):
+    """A model file that cannot serve as asked: not an ONNX model, outside the node's models folder, or inputs that do
+    not fit the family chosen for it."""
+
+
 class ProviderUnavailableError(RemoveBackgroundError):
     """An execution provider the user asked for explicitly is not available or did not load."""
 

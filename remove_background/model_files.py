@@ -10,7 +10,9 @@ batch path all follow it; ``doctor`` shows the folders it gives on this machine)
   never written (``rembg_dirs``). A missing file is downloaded into the first folder.
 
 Layout: ``<folder>/<file name from the catalog>``. A file is hashed once; the result is remembered in
-``.verified.json`` beside it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run.
+``.verified.json`` beside it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run. Where no
+checksum is published, the sha256 of the first download is recorded beside the file (``NAME.sha256``) and the file
+is checked against it from then on (a file placed by hand, with no record, is used as it is).
 """
 
 from __future__ import annotations
@@ -119,6 +121,38 @@ def _remember_verified(path: Path, checksum: str) -> None:
             log.debug("could not write %s in %s", VERIFIED_INDEX, path.parent)
 
 
+RECORD_SUFFIX = ".sha256"
+
+
+def record_path(path: Path) -> Path:
+    """Where the sha256 of a first download is recorded: ``NAME.sha256`` beside the file."""
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def recorded_checksum(path: Path) -> Optional[str]:
+    """``sha256:<hex>`` recorded at the first download of ``path`` (a file with no published checksum), or None."""
+    try:
+        digest = record_path(path).read_text().split()[0].lower()
+    except (OSError, IndexError):
+        return None
+    return f"sha256:{digest}" if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+
+
+def _record_first_download(tmp: Path, target: Path) -> str:
+    """Hash a finished download that has no published checksum and record it beside ``target`` (atomically)."""
+    digest = file_checksum(tmp, "sha256")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".sha256.tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{digest}  {target.name}\n")  # sha256sum's format
+    os.replace(name, record_path(target))
+    return f"sha256:{digest}"
+
+
+def expected_checksum(path: Path, spec: ModelFile) -> Optional[str]:
+    """The checksum ``path`` must match: the published one, else the one recorded at its first download."""
+    return spec.checksum or recorded_checksum(path)
+
+
 def is_verified(path: Path, checksum: Optional[str]) -> bool:
     """True when ``path`` was hashed before at its current size and mtime and matched."""
     if checksum is None:
@@ -131,11 +165,18 @@ def is_verified(path: Path, checksum: Optional[str]) -> bool:
 
 
 def verify(path: Path, spec: ModelFile) -> None:
-    """Raise ModelChecksumError unless ``path`` matches the catalog checksum (hashing only when needed)."""
-    if spec.checksum is None or is_verified(path, spec.checksum):
+    """Raise ModelChecksumError unless ``path`` matches the catalog checksum, or where none is published the one
+    recorded at its first download (hashing only when needed)."""
+    checksum = expected_checksum(path, spec)
+    if checksum is None or is_verified(path, checksum):
         return
-    algorithm, expected = _split(spec.checksum)
+    algorithm, expected = _split(checksum)
     actual = file_checksum(path, algorithm)
+    if actual != expected and spec.checksum is None:
+        raise ModelChecksumError(
+            f"Model file {path} changed since it was downloaded: its sha256 {actual} is not the {expected} recorded "
+            f"then in {record_path(path)} (no checksum is published for it). Delete both files to download it "
+            f"again from {spec.url}")
     if actual != expected:
         size = path.stat().st_size
         raise ModelChecksumError(
@@ -143,7 +184,7 @@ def verify(path: Path, spec: ModelFile) -> None:
             f"expected {expected} ({size:,} bytes on disk, about {spec.approx_mb} MB expected). Delete it and "
             f"download it again from {spec.url}"
         )
-    _remember_verified(path, spec.checksum)
+    _remember_verified(path, checksum)
 
 
 def find_file(spec: ModelFile, models_dir: Path, extra_dirs: Iterable[Path] = ()) -> Optional[Path]:
@@ -214,12 +255,12 @@ def download(spec: ModelFile, models_dir: Path, progress: Optional[Progress] = N
                     f"not match the expected {expected}. Nothing was saved; try again, or place a good copy at "
                     f"{target}."
                 )
+        checksum = spec.checksum or _record_first_download(tmp, target)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if spec.checksum:
-        _remember_verified(target, spec.checksum)
+    _remember_verified(target, checksum)
     return target
 
 
@@ -267,5 +308,5 @@ def model_status(model: ModelInfo, models_dir: Path) -> list[tuple[ModelFile, Op
         if path is None:
             rows.append((spec, None, "missing"))
         else:
-            rows.append((spec, path, "verified" if is_verified(path, spec.checksum) else "present"))
+            rows.append((spec, path, "verified" if is_verified(path, expected_checksum(path, spec)) else "present"))
     return rows

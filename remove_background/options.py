@@ -19,7 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .catalog import DEFAULT_MODEL, MODELS
+from .catalog import CUSTOM, DEFAULT_MODEL, MODELS
+from .families import custom_families
 from .errors import check_range
 from .model_files import DEFAULT_FOLDER_TEXT, REMBG_FOLDERS_TEXT
 from .backends.routes import PROVIDER_CHOICES
@@ -52,6 +53,9 @@ def option(default: Any, help: str, group: str, *, ge=None, le=None, labels: Opt
     return field(default=default, metadata=meta)
 
 
+MODEL_LABELS = {**{name: info.label for name, info in MODELS.items()},
+                CUSTOM: "Your own file (Model File and Model Family below)"}
+FAMILY_LABELS = custom_families()  # the families that run your own file, with how each feeds it
 CLOTH_LABELS = {"all": "All clothes", "upper": "Upper body", "lower": "Lower body", "full": "Full body"}
 OUTPUT_LABELS = {"cutout_and_mask": "Cut-out + mask", "mask_only": "Mask only"}
 EDGE_DETAIL_LABELS = {"standard": "Standard (one pass, like rembg)",
@@ -65,9 +69,14 @@ MAX_ERODE = 64
 class RemovalOptions:
     """What to remove and how. Build it with keywords; every value is checked, with errors that name the option."""
 
-    model: str = option(DEFAULT_MODEL, "The rembg model. Files live in {models_folder}; a missing one "
-                        "is downloaded. bria-rmbg is licensed for NON-COMMERCIAL use only.", "model",
-                        labels={name: info.label for name, info in MODELS.items()}, short="-m")
+    model: str = option(DEFAULT_MODEL, "The model: rembg's, BiRefNet HR (2048²) and matting, BEN2, or custom, your "
+                        "own .onnx file. Files live in {models_folder}; a missing one is downloaded. The README's "
+                        "model table gives each one's size, input and licence; bria-rmbg is licensed for "
+                        "NON-COMMERCIAL use only.", "model", labels=MODEL_LABELS, short="-m")
+    model_path: Optional[str] = option(None, "Your own model file (an .onnx file of a family below); sets the "
+                                       "model to custom", "model", node_shape=True, metavar="FILE")
+    model_family: Optional[str] = option(None, "The family of your own model file: how it is fed and read (its input "
+                                   "size, normalisation, output)", "model", labels=FAMILY_LABELS, node_shape=True)
     provider: str = option("auto", "Where the model runs. Auto: on {gpu} (ONNX Runtime's GPU provider if "
                            "installed, else PyTorch on that device), on the CPU with ONNX Runtime otherwise; each "
                            "fallback says why in the log. Torch: PyTorch on {device}. An explicit choice "
@@ -126,9 +135,10 @@ class RemovalOptions:
                     raise ValueError(f"{f.name} must be a number, got {value!r}.") from None
                 if meta["ge"] is not None:
                     check_range(f.name, value, meta["ge"], meta["le"], " pixels" if "pixels" in meta["help"] else "")
-            elif meta["labels"] is not None and value not in meta["labels"]:
+            elif meta["labels"] is not None and value not in meta["labels"] and not (value is None is f.default):
                 raise ValueError(f"{f.name} must be one of {', '.join(meta['labels'])}, got {value!r}.")
             object.__setattr__(self, f.name, value)
+        _own_file(self)
         object.__setattr__(self, "background_color", colour(self.background_color))
         object.__setattr__(self, "sam_point", _point(self.sam_point))
         object.__setattr__(self, "sam_box", _box(self.sam_box))
@@ -188,6 +198,22 @@ def colour(value) -> Optional[tuple[int, int, int, int]]:
     if len(value) != 4 or not all(0 <= v <= 255 for v in value):
         raise ValueError(f"background_color must be RGB or RGBA with values 0-255, got {value!r}.")
     return value
+
+
+def _own_file(options: RemovalOptions) -> None:
+    """model_path sets the model to custom (a file and a model from the catalog cannot both be meant); custom needs
+    both a file and its family."""
+    if options.model_path is not None:
+        if options.model not in (DEFAULT_MODEL, CUSTOM):
+            raise ValueError(f"model_path runs your own file: leave model unset (or {CUSTOM!r}), not "
+                             f"{options.model!r}.")
+        object.__setattr__(options, "model", CUSTOM)
+        object.__setattr__(options, "model_path", str(options.model_path))
+    if options.model == CUSTOM and (not options.model_path or options.model_family is None):
+        raise ValueError(f"Model {CUSTOM!r} needs model_path (your .onnx file) and model_family (one of "
+                         f"{', '.join(FAMILY_LABELS)}).")
+    if options.model_family is not None and options.model != CUSTOM:
+        raise ValueError("model_family is for your own model file (model_path); a catalog model knows its family.")
 
 
 def _point(value) -> Optional[tuple[float, float]]:

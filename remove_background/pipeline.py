@@ -16,10 +16,11 @@ from typing import Optional, Union
 
 from PIL import Image
 
-from . import catalog, model_files
+from . import catalog, families, model_files
 from .backends import cache
 from .backends.models import LoadedModel
 from .backends.routes import plan_providers
+from .custom_models import custom_model
 from .imaging.decode import to_rgb_alpha
 from .install import dependencies
 from .options import RemovalOptions
@@ -43,12 +44,21 @@ def model_request(
     device: Optional[str] = None,
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
+    *,
+    model_path: Union[str, Path, None] = None,
+    model_family: Optional[str] = None,
 ):
-    """(catalog entry, its verified files, the provider plan): found or downloaded, checked, planned."""
+    """(catalog entry, its verified files, the provider plan): found or downloaded, checked, planned. Model
+    ``custom``: your own file ``model_path``, run as ``model_family`` (custom_models.py)."""
     dependencies.require()
+    plan = plan_providers(provider, device)
+    if model == catalog.CUSTOM or model_path is not None:
+        if model_path is None or model_family is None:
+            raise ValueError("Your own model file needs model_path= (the .onnx file) and model_family= (how it is "
+                             f"fed: {', '.join(families.custom_families())}).")
+        return (*custom_model(model_path, model_family), plan)
     info = catalog.get_model(model)
     folder = Path(models_dir).expanduser() if models_dir else model_files.default_models_dir()
-    plan = plan_providers(provider, device)
     paths = model_files.ensure_model(info, folder, progress=progress, allow_download=allow_download)
     return info, paths, plan
 
@@ -60,9 +70,13 @@ def load_model(
     device: Optional[str] = None,
     progress: Optional[model_files.Progress] = None,
     allow_download: bool = True,
+    *,
+    model_path: Union[str, Path, None] = None,
+    model_family: Optional[str] = None,
 ) -> LoadedModel:
     """Find (or download) the model's files and return its cached live session (our own cache)."""
-    return cache.get_session(*model_request(model, provider, models_dir, device, progress, allow_download))
+    return cache.get_session(*model_request(model, provider, models_dir, device, progress, allow_download,
+                                            model_path=model_path, model_family=model_family))
 
 
 def remove(
@@ -85,6 +99,7 @@ def remove(
     ``device``: a torch-style device (``cuda:1``) that the ``auto`` provider follows.
     ``progress(name, done, total)``: called while a model downloads. ``allow_download``: False fails instead.
     ``models``: where live models are kept (default: our own cache; the node passes InvokeAI's model cache).
+    Your own file: ``remove(image, model_path="my.onnx", model_family="isnet")`` (how it is fed).
     """
     if isinstance(options, str):  # remove(image, "u2net"): the model, as the first positional argument always was
         options, option_keywords = None, {"model": options, **option_keywords}
@@ -92,7 +107,8 @@ def remove(
     t0 = time.perf_counter()
     rgb, input_alpha = to_rgb_alpha(image)
     t1 = time.perf_counter()
-    info, paths, plan = model_request(opts.model, opts.provider, models_dir, device, progress, allow_download)
+    info, paths, plan = model_request(opts.model, opts.provider, models_dir, device, progress, allow_download,
+                                      model_path=opts.model_path, model_family=opts.model_family)
     with (models or cache.OWN_MODELS).open(info, paths, plan) as model:
         t2 = time.perf_counter()
         providers = list(model.providers)

@@ -1,30 +1,46 @@
 #!/usr/bin/env python3
-"""Print the README's model table from the catalog (the one source of model facts)."""
+"""The README's model table, made from the catalog (the one source of model facts): ``table()``.
+
+``python scripts/models_table.py`` prints it; ``--write`` puts it into README.md between the two markers
+(tests/test_catalog.py checks the README's copy is current).
+"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from remove_background.catalog import MODELS  # noqa: E402
+BEGIN = "<!-- models table: scripts/models_table.py --write -->"
+END = "<!-- end of models table -->"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def table() -> str:
+    """One row per model file: name, file and where it comes from, checksum, size, input, licence, and where
+    execution provider ``auto`` runs it."""
+    from remove_background.catalog import MODELS
+
     rows = [
-        "| model | file(s) in `<models>/rembg/` | checksum | size | input | licence |",
-        "|---|---|---|---|---|---|",
+        "| model | file(s) in `<models>/rembg/` | checksum | size | input | licence | runs by default (auto) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for info in MODELS.values():
         for i, f in enumerate(info.files):
-            name = f"`{info.name}`" if i == 0 else ""
-            licence = info.licence + ("" if info.commercial_use else " (**non-commercial**)") if i == 0 else ""
-            size = f"{info.input_size}²" if i == 0 else ""
+            first = i == 0
+            licence = info.licence + ("" if info.commercial_use else " (**non-commercial**)")
+            where = "GPU in float16 (CPU: slower than float32)" if info.half else "CPU: ORT · GPU: ORT GPU or torch"
+            half = " (converted to float16 once, beside it)" if info.half else ""
             rows.append(
-                f"| {name} | [`{f.filename}`]({f.url}) | `{f.checksum or 'none published'}` | ~{f.approx_mb} MB "
-                f"| {size} | {licence} |"
+                f"| {f'`{info.name}`' if first else ''} | [`{f.filename}`]({f.url}){half if first else ''} "
+                f"| `{f.checksum or 'none published'}` | ~{f.approx_mb} MB | {f'{info.input_size}²' if first else ''} "
+                f"| {licence if first else ''} | {where if first else ''} |"
             )
     return "\n".join(rows)
 
 
+def write_readme() -> None:
+    text = README.read_text()
+    head, rest = text.split(BEGIN)
+    README.write_text(f"{head}{BEGIN}\n{table()}\n{END}{rest.split(END, 1)[1]}")
+
+
 if __name__ == "__main__":
-    print(table())
+    write_readme() if "--write" in sys.argv[1:] else print(table())

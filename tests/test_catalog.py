@@ -4,26 +4,30 @@ import re
 
 from remove_background import catalog, families
 
-ISSUE_MODELS = [
+ISSUE_MODELS = [  # rembg 2.0.69's sessions
     "u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "silueta", "isnet-general-use", "isnet-anime",
     "birefnet-general", "birefnet-general-lite", "birefnet-portrait", "birefnet-dis", "birefnet-hrsod",
     "birefnet-cod", "birefnet-massive", "bria-rmbg", "sam",
 ]
+NEW_MODELS = [  # issue 25: rembg 2.0.86's fp16 session, and the field's models from their authors
+    "birefnet-general-fp16", "birefnet-hr", "birefnet-hr-matting", "birefnet-matting", "ben2-base",
+]
+OFFICIAL_SOURCES = (catalog.RELEASES, catalog.BIREFNET_RELEASES, catalog.BEN2_FILES)
 
 
 def test_catalog_has_every_rembg_model_in_order():
-    assert list(catalog.MODEL_NAMES) == ISSUE_MODELS
+    assert list(catalog.MODEL_NAMES) == ISSUE_MODELS[:-1] + NEW_MODELS + ["sam"]
 
 
 def test_every_entry_is_complete():
     for name, info in catalog.MODELS.items():
         assert info.name == name
         assert info.label and info.description
-        assert info.input_size in (320, 768, 1024)
+        assert info.input_size in (320, 768, 1024, 2048)
         assert families.of(info).key == info.family  # a family class exists for every row
-        assert info.licence
+        assert info.licence and info.source
         for f in info.files:
-            assert f.url.startswith(catalog.RELEASES)
+            assert f.url.startswith(OFFICIAL_SOURCES)
             assert f.filename.endswith(".onnx")
             assert f.approx_mb > 0
             if f.checksum is not None:
@@ -32,8 +36,21 @@ def test_every_entry_is_complete():
 
 def test_single_file_models_are_named_after_their_session():
     for name, info in catalog.MODELS.items():
-        if name != "sam":
+        if info.half:  # rembg's birefnet-general-fp16: the float32 row's own file, converted beside it
+            assert info.files == catalog.MODELS[name.removesuffix("-fp16")].files
+        elif name != "sam":
             assert [f.filename for f in info.files] == [f"{name}.onnx"]
+
+
+def test_new_rows_cite_their_authors_and_say_when_no_checksum_is_published():
+    for name in NEW_MODELS:
+        info = catalog.MODELS[name]
+        if info.half:
+            assert "rembg 2.0.86" in info.source
+        elif info.primary_file.checksum is None:
+            assert "no checksum published" in info.source
+    assert catalog.MODELS["birefnet-hr"].input_size == catalog.MODELS["birefnet-hr-matting"].input_size == 2048
+    assert catalog.MODELS["ben2-base"].licence == "MIT" and catalog.MODELS["ben2-base"].family == "ben"
 
 
 def test_bria_is_marked_non_commercial():
@@ -58,12 +75,21 @@ def test_unknown_model_error_lists_choices():
 
 
 def test_readme_model_table_is_generated_from_the_catalog():
-    import subprocess
-    import sys
-
+    """The README's table between its markers equals what models_table.table() makes of the catalog now."""
     from conftest import ROOT
+    from models_table import BEGIN, END, table
 
-    table = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "models_table.py")], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert table in (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(BEGIN) == readme.count(END) == 1
+    assert readme.split(BEGIN)[1].split(END)[0].strip() == table()
+
+
+def test_the_table_has_a_row_per_file_and_says_what_each_needs():
+    from models_table import table
+
+    lines = table().splitlines()
+    assert len(lines) == 2 + sum(len(m.files) for m in catalog.MODELS.values())
+    for name, info in catalog.MODELS.items():
+        row = next(line for line in lines if line.startswith(f"| `{name}` |"))
+        assert f"{info.input_size}²" in row and info.licence in row
+        assert ("none published" in row) == (info.primary_file.checksum is None)

@@ -186,3 +186,23 @@ def test_the_models_folder_rule(tmp_path, monkeypatch):
     assert model_files.models_dir_or_default() == tmp_path / "home" / ".cache" / "remove-background" / "models"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert model_files.models_dir_or_default(None) == tmp_path / "xdg" / "remove-background" / "models"
+
+
+def test_no_published_checksum_records_the_first_downloads_sha256(server, tmp_path):
+    """A file with no published checksum (BiRefNet's release files, rembg's SAM files): the first download's
+    sha256 is recorded beside it, and the file is checked against it from then on."""
+    folder = tmp_path / "models"
+    unpublished = spec(f"{server}/good", checksum=None)
+    path = model_files.ensure_file(unpublished, folder, search_rembg_dirs=False)
+    record = model_files.record_path(path)
+    assert record.read_text() == f"{hashlib.sha256(PAYLOAD).hexdigest()}  tiny.onnx\n"  # sha256sum's format
+    assert model_files.recorded_checksum(path) == "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+    assert leftovers(folder) == ["tiny.onnx", "tiny.onnx.sha256"]
+    assert model_files.ensure_file(unpublished, folder, search_rembg_dirs=False) == path  # checked, not fetched
+    path.write_bytes(PAYLOAD[:-1] + b"!")  # changed since its download
+    with pytest.raises(ModelChecksumError, match="changed since it was downloaded.*Delete both"):
+        model_files.ensure_file(unpublished, folder, search_rembg_dirs=False)
+    placed = tmp_path / "placed"
+    placed.mkdir()
+    (placed / "tiny.onnx").write_bytes(b"placed by hand")  # no record: used as it is
+    assert model_files.ensure_file(unpublished, placed, search_rembg_dirs=False) == placed / "tiny.onnx"

@@ -189,8 +189,8 @@ def test_node_schema_has_labelled_dropdowns_and_version(invokeai):
 
     cls = invocation.RemoveBackgroundInvocation
     schema = cls.model_json_schema()
-    assert schema["properties"]["model"]["enum"] == list(MODEL_NAMES)
-    assert set(schema["properties"]["model"]["ui_choice_labels"]) == set(MODEL_NAMES)
+    assert schema["properties"]["model"]["enum"] == [*MODEL_NAMES, "custom"]  # custom: your own file
+    assert set(schema["properties"]["model"]["ui_choice_labels"]) == {*MODEL_NAMES, "custom"}
     assert "NON-COMMERCIAL" in schema["properties"]["model"]["ui_choice_labels"]["bria-rmbg"]
     assert schema["properties"]["execution_provider"]["enum"] == [
         "auto", "torch", "cpu", "cuda", "tensorrt", "rocm", "directml", "openvino", "coreml"
@@ -253,3 +253,35 @@ def test_node_fields_are_bounded(invokeai, field, bad):
 
     with pytest.raises(ValidationError, match=field):
         invocation.RemoveBackgroundInvocation(id="x", image=ImageField(image_name="x.png"), **{field: bad})
+
+
+def test_your_own_file_through_the_node_and_invokeais_cache(invokeai):
+    """Model custom: a file named inside <models>/rembg, run as its family, held in InvokeAI's cache under its path
+    and revision; a name that leads out of the folder fails the node with a clear message."""
+    import shutil
+
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+    from remove_background import ModelFileError
+
+    folder = services.configuration.models_path / "rembg"
+    mine = folder / "mine" / "my-u2net.onnx"
+    mine.parent.mkdir(exist_ok=True)
+    shutil.copy(folder / "u2netp.onnx", mine)
+    name = upload(services, horse_scene()[0])
+    outs = [run_node(services, invocation.RemoveBackgroundInvocation(
+        id=f"own-{m}", image=ImageField(image_name=name), use_cache=False, **fields))
+        for m, fields in (("custom", dict(model="custom", model_file="mine/my-u2net.onnx", model_family="u2net")),
+                          ("u2netp", dict(model="u2netp")))]
+    masks = [np.asarray(services.image_files.get(o.mask.image_name)) for o in outs]
+    assert np.array_equal(masks[0], masks[1])
+    st = mine.stat()
+    services.model_manager.load.ram_cache.get(f"{mine.resolve()}@{st.st_size}-{st.st_mtime_ns}")  # held there
+    outside = folder.parent / "elsewhere.onnx"
+    shutil.copy(mine, outside)
+    (folder / "link.onnx").symlink_to(outside)
+    for bad in ("../elsewhere.onnx", str(outside), "link.onnx"):
+        node = invocation.RemoveBackgroundInvocation(id="bad", image=ImageField(image_name=name), model="custom",
+                                                     model_file=bad, model_family="u2net")
+        with pytest.raises(ModelFileError, match="inside|outside"):
+            run_node(services, node)

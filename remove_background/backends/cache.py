@@ -93,9 +93,10 @@ CACHE = SessionCache()
 
 def get_session(info: ModelInfo, paths: list[Path], plan: ProviderPlan,
                 cache: Optional[SessionCache] = None) -> LoadedModel:
-    """The cached LoadedModel for (model, route, files), created on first use."""
+    """The cached LoadedModel for (model, route, files), created on first use. Your own file's entry names its
+    family and its revision (size, mtime): two files, or one file changed, never share an entry."""
     cache = CACHE if cache is None else cache
-    key = (info.name, plan.key, tuple(str(p) for p in paths))
+    key = (info.name, plan.key, tuple(str(p) for p in paths), info.revision)
     return cache.get(key, lambda: create_model(info, paths, plan))
 
 

@@ -45,7 +45,11 @@ def session_options(ort) -> Any:
 
 
 def create_sessions(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> list:
-    """ONNX Runtime sessions for ``paths`` on ``plan``'s providers; raises if its accelerator did not load."""
+    """ONNX Runtime sessions for ``paths`` on ``plan``'s providers; raises if its accelerator did not load. A
+    half-precision row runs its files' float16 twins (half_precision.py)."""
+    from .half_precision import backend_paths
+
+    paths = backend_paths(info, paths)
     ort = import_onnxruntime()
     opts = session_options(ort)
     sessions = [_session(ort, path, opts, plan) for path in paths]

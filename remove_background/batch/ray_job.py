@@ -113,7 +113,8 @@ class _Remover:
             self.pool = ThreadPoolExecutor(images_at_once, thread_name_prefix="remove-background-image")
         from ..pipeline import load_model
 
-        load_model(self.options.model, self.options.provider, models_dir, device, allow_download=allow_download)
+        load_model(self.options.model, self.options.provider, models_dir, device, allow_download=allow_download,
+                   model_path=self.options.model_path, model_family=self.options.model_family)
 
     def _one(self, data: bytes) -> tuple[bytes, bytes, str, float]:
         from PIL import Image
@@ -192,7 +193,8 @@ def preflight(options, models_dir, allow_download: bool, device: Optional[str] =
     from ..pipeline import load_model
     from ..backends.cache import clear_sessions
 
-    load_model(options.model, options.provider, models_dir, device, allow_download=allow_download)
+    load_model(options.model, options.provider, models_dir, device, allow_download=allow_download,
+               model_path=options.model_path, model_family=options.model_family)
     clear_sessions()  # the driver does not run the model; the actors have their own sessions
 
 

@@ -49,6 +49,17 @@ def members(family: Family) -> list:
     return [m for m in MODELS.values() if m.family == family.key]
 
 
+def custom_families() -> dict[str, str]:
+    """The families that run your own file, key -> a label saying how it is fed (the model-family choices)."""
+    _load_all()
+    return {key: f"{f.title} ({f.custom.label})" for key, f in sorted(REGISTRY.items(), key=_custom_order)
+            if f.custom is not None}
+
+
+def _custom_order(item) -> int:
+    return item[1].custom.size if item[1].custom is not None else 0
+
+
 def all_families() -> list[Family]:
     """Every registered family, in the order the catalog first names them (then any others)."""
     from ..catalog import MODELS
@@ -58,4 +69,4 @@ def all_families() -> list[Family]:
     return [REGISTRY[k] for k in order if k in REGISTRY] + [f for k, f in REGISTRY.items() if k not in order]
 
 
-__all__ = ["Family", "by_key", "of", "members", "all_families"]
+__all__ = ["Family", "by_key", "of", "members", "all_families", "custom_families"]

@@ -6,11 +6,14 @@ and std). A family class owns everything else: how the image becomes the model's
 the host and (where it has them) on the model's torch device; the input shapes and the always-equal inputs the
 torch backend converts a file for; which options apply; and how ``doctor`` describes it.
 
-Subclasses set ``key`` (what catalog rows name) and register themselves; ``families.of(info)`` finds them.
+Subclasses set ``key`` (what catalog rows name) and register themselves; ``families.of(info)`` finds them. A family
+that sets ``custom`` runs your own file too (``custom_info``): ``custom`` says how such a file is fed, as rembg's
+custom sessions feed it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import numpy as np
@@ -24,6 +27,17 @@ if TYPE_CHECKING:  # only for annotations: no import cycle at run time
 REGISTRY: dict[str, "Family"] = {}
 
 
+@dataclass(frozen=True)
+class CustomRecipe:
+    """How a family feeds your own file: its input size (the default, where the family reads it from the file),
+    mean and std; ``label`` names the family in the model-family dropdown."""
+
+    size: int
+    mean: tuple
+    std: tuple
+    label: str
+
+
 class Family:
     """One model family. Instances hold no state: one per family serves every model and thread."""
 
@@ -31,6 +45,7 @@ class Family:
     title: ClassVar[str]  # for people: doctor, the docs
     edge_detail: ClassVar[bool] = False  # edge detail "high" (imaging/detail.py) applies to its masks
     torch_note: ClassVar[str] = ""  # what the torch route does for it beyond converting its file (doctor)
+    custom: ClassVar[Optional[CustomRecipe]] = None  # your own file of this family: how it is fed; None: not offered
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -55,3 +70,10 @@ class Family:
     def torch_frozen_inputs(self, info: "ModelInfo", file_index: int) -> dict:
         """Inputs that file is always fed the same value (name -> array): folded into the converted graph."""
         return {}
+
+    def custom_info(self, path, graph) -> "ModelInfo":
+        """The catalog entry for your own file ``path`` of this family, ``graph`` being its inputs and outputs
+        (model_graph.GraphIO); a ModelFileError, before anything runs, when the file does not fit the family."""
+        from ..errors import ModelFileError
+
+        raise ModelFileError(f"The model family {self.key!r} takes no files of your own.")

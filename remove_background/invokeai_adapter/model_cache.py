@@ -5,8 +5,9 @@
 it by its file) or a converted torch module (counted by its weights, moved to the execution device while locked,
 offloaded and evicted under memory pressure with InvokeAI's other models). InvokeAI's cache is keyed by path: a
 session is keyed by its ONNX file's path, a torch module by that path plus ``#torch``, so the two never meet under
-one key. The ONNX file stays the one source of truth (verified by checksum before loading; nothing converted is
-written to disk).
+one key (and a half-precision row, or your own file's revision, adds to the key: see ``cache_key``). The ONNX file
+stays the one source of truth (verified by checksum before loading; nothing converted is
+written to disk but the float16 twin a half-precision row runs on ONNX Runtime, as rembg makes it).
 
 This module imports no InvokeAI code: it only calls the ``context.models`` object it is given.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..catalog import ModelInfo
 from ..backends.routes import TORCH, ProviderPlan
@@ -25,14 +26,22 @@ from ..backends.models import LoadedModel, first_route, ort_model, torch_model
 from ..backends.onnx_runtime import create_sessions
 
 TORCH_KEY_SUFFIX = "#torch"
+HALF_KEY_SUFFIX = "#fp16"
 
 _resolved: dict[tuple, ProviderPlan] = {}  # (files, plan asked for) -> the route that worked (auto's fallbacks)
 _resolved_lock = threading.Lock()
 
 
-def cache_key(path: Path, plan: ProviderPlan) -> Path:
-    """The path InvokeAI's cache keys this file's live model by, for this route."""
-    return Path(f"{path}{TORCH_KEY_SUFFIX}") if plan.backend == TORCH else path
+def cache_key(path: Path, plan: ProviderPlan, info: Optional[ModelInfo] = None) -> Path:
+    """The path InvokeAI's cache keys this file's live model by, for this route: the file's own path, plus your
+    own file's revision (a changed file is a new model), ``#fp16`` for a half-precision row (birefnet-general-fp16
+    runs birefnet-general's file) and ``#torch`` for the torch route."""
+    key = str(path)
+    if info is not None and info.revision:
+        key += f"@{info.revision}"
+    if info is not None and info.half:
+        key += HALF_KEY_SUFFIX
+    return Path(key + TORCH_KEY_SUFFIX) if plan.backend == TORCH else Path(key)
 
 
 class InvokeAIModels:
@@ -51,7 +60,7 @@ class InvokeAIModels:
             else:
                 def loader(_key: Path, path=path):
                     return create_sessions(info, [path], plan)[0]
-            handles.append(self.models.load_local_model(cache_key(path, plan), loader))
+            handles.append(self.models.load_local_model(cache_key(path, plan, info), loader))
         return handles
 
     @contextlib.contextmanager

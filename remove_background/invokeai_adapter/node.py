@@ -27,23 +27,27 @@ from invokeai.invocation_api import (
 from invokeai.app.invocations.fields import TensorField
 
 from .. import __version__
-from ..catalog import MODEL_NAMES
+from ..catalog import CUSTOM
+from ..custom_models import file_in_folder
 from ..model_files import invokeai_models_dir
 from .model_cache import InvokeAIModels
-from ..options import CLOTH_LABELS, EDGE_DETAIL_LABELS, OUTPUT_LABELS, RemovalOptions, node_input, node_name
+from ..options import (CLOTH_LABELS, EDGE_DETAIL_LABELS, FAMILY_LABELS, MODEL_LABELS, OUTPUT_LABELS, RemovalOptions,
+                       node_input, node_name)
 from ..pipeline import remove
 from ..backends.routes import PROVIDER_CHOICES
 
 NODE_ID = "remove_background_rembg"
 OUTPUT_ID = "remove_background_rembg_output"
 
-ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
+ModelName = Literal[tuple(MODEL_LABELS)]  # type: ignore[valid-type]
+ModelFamily = Literal[tuple(FAMILY_LABELS)]  # type: ignore[valid-type]
 ProviderName = Literal[tuple(PROVIDER_CHOICES)]  # type: ignore[valid-type]
 OutputMode = Literal[tuple(OUTPUT_LABELS)]  # type: ignore[valid-type]
 ClothCategory = Literal[tuple(CLOTH_LABELS)]  # type: ignore[valid-type]
 EdgeDetail = Literal[tuple(EDGE_DETAIL_LABELS)]  # type: ignore[valid-type]
 # Options the node shows in a shape of its own (options.py): converted in RemoveBackgroundInvocation.options().
-NODE_SHAPED = {"background_color": ("background", "background_color"), "sam_point": ("sam_point_x", "sam_point_y"),
+NODE_SHAPED = {"model_path": ("model_file",), "model_family": ("model_family",),
+               "background_color": ("background", "background_color"), "sam_point": ("sam_point_x", "sam_point_y"),
                "sam_box": ("sam_box",)}
 
 
@@ -99,6 +103,10 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
     # Fields in the order the editor shows them. Defaults, bounds, labels and help text: options.RemovalOptions.
     image: ImageField = InputField(description="The image to cut out")
     model: ModelName = InputField(**node_input("model"))
+    model_file: str = InputField(default="", description="Model custom only: the name of your .onnx file inside "
+                                 "<InvokeAI models dir>/rembg (a file outside that folder is refused)")
+    model_family: ModelFamily = InputField(default="u2net", description="Model custom only: " +
+                                           node_input("model_family")["description"], ui_choice_labels=FAMILY_LABELS)
     execution_provider: ProviderName = InputField(**node_input("provider"))
     edge_detail: EdgeDetail = InputField(**node_input("edge_detail"))
     post_process_mask: bool = InputField(**node_input("post_process_mask"))
@@ -125,10 +133,14 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
     sam_point_y: int = InputField(default=-1, ge=-1, description="sam only: y of the point prompt (-1 = image centre)")
     sam_box: Optional[BoundingBoxField] = InputField(default=None, description="sam only: an optional box prompt")
 
-    def options(self) -> RemovalOptions:
-        """The node's fields as the pipeline's options."""
+    def options(self, folder: Optional[Path] = None) -> RemovalOptions:
+        """The node's fields as the pipeline's options; Model custom: the file named inside ``folder`` (the node's
+        models folder), refused if the name leads out of it."""
         values = {name: getattr(self, node_name(name)) for name in RemovalOptions.__dataclass_fields__
                   if name not in NODE_SHAPED}
+        if self.model == CUSTOM:
+            values["model_path"] = str(file_in_folder(folder, self.model_file)) if folder else self.model_file
+            values["model_family"] = self.model_family
         if self.background == "color":
             values["background_color"] = self.background_color.tuple()
         if self.sam_point_x >= 0 or self.sam_point_y >= 0:
@@ -154,7 +166,8 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
                 context.util.signal_progress(f"Downloading {name} ({done / 1e6:.1f} MB)", fraction)
 
         context.util.signal_progress(f"Removing background ({self.model})")
-        result = remove(image, self.options(), models_dir=models_dir(context), device=current_device(),
+        folder = models_dir(context)
+        result = remove(image, self.options(folder), models_dir=folder, device=current_device(),
                         progress=progress, models=InvokeAIModels(context.models))
         mask_dto = context.images.save(image=result.mask, image_category=ImageCategory.MASK)
         image_dto = mask_dto if self.output_mode == "mask_only" else context.images.save(image=result.image)

@@ -63,7 +63,8 @@ def _converted_model_class():
                         from .convert import convert
 
                         new = convert(self.source, self.model_name, dict(enumerate(shapes)), self.frozen)
-                        self.graphs[key] = new.to(module_device(self))
+                        new = new.to(module_device(self))
+                        self.graphs[key] = new.half() if float_dtype(self) == torch.float16 else new
                     graph = self.graphs[key]
             return graph
 
@@ -95,7 +96,23 @@ def load_module(info: ModelInfo, path: Path, file_index: int = 0):
     graph = convert(path, info.name, family.torch_input_shapes(info, file_index), frozen)
     module = converted_model_class()(path, info.name, graph.onnx_input_names, graph.onnx_output_names, frozen)
     module.add_graph(graph.onnx_input_shapes, graph)
-    return module
+    return in_half_precision(module) if info.half else module
+
+
+def in_half_precision(module):
+    """A half-precision row (birefnet-general-fp16) on the torch route: its float32 module's floating weights in
+    float16 (stored once, as float16); TorchSession feeds it float16 and hands back float32, as the ONNX twin's
+    keep_io_types does. The one place the torch route knows half precision."""
+    return module.half()
+
+
+def float_dtype(module):
+    """The floating dtype of a module's weights (float32, or float16 after ``in_half_precision``)."""
+    torch = _torch()
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
 
 
 def load_modules(info: ModelInfo, paths: list) -> list:
@@ -154,6 +171,7 @@ class TorchSession:
         self.module = module
         self.model = model
         self.device = _torch().device(device) if device is not None else module_device(module)
+        self.half = float_dtype(module) == _torch().float16  # in_half_precision: float16 in, float32 out
 
     def get_inputs(self):
         return [SimpleNamespace(name=n) for n in self.module.input_names]
@@ -169,7 +187,10 @@ class TorchSession:
         torch = _torch()
         try:
             with torch.inference_mode():
-                return self.module(*inputs)
+                if not self.half:
+                    return self.module(*inputs)
+                out = self.module(*(t.half() if t.is_floating_point() else t for t in inputs))
+                return tuple(t.float() if t.is_floating_point() else t for t in out)
         except Exception as e:
             if is_out_of_memory(e):
                 raise out_of_memory_error(self.model, self.device, e) from None
