@@ -1,7 +1,7 @@
 """The torch route's graph rewrites (onnx_rewrites) and converters (torch_converters), against ONNX Runtime.
 
 Each converter of our domain has a test on a small hand-made graph; each model family has a small network with the
-same operators, exported the way the real files were made (tests/torch_nets.py), converted through
+same operators, exported the way the real files were made (tests/support/torch_nets.py), converted through
 torch_convert.convert and compared with ONNX Runtime on the same file; the real u2netp is converted, compared and
 exported with torch.export (no data-dependent guard: no host round trip per run). Every forward counts what it reads
 back to the host (host_reads.HostReads): none, except in graphs whose shapes are input values.
@@ -23,7 +23,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import torch_nets
+from support import torch_nets
 from remove_background.backends.pytorch import rewrites as onnx_rewrites
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch import converters as torch_converters

@@ -18,7 +18,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import fetch_weights
-import torch_nets
+from support import torch_nets
 from remove_background.backends.pytorch import converters as torch_converters
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch import rewrites

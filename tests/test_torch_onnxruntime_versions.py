@@ -28,7 +28,7 @@ import pytest
 import torch
 from onnx import helper
 
-import torch_nets
+from support import torch_nets
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch.rewrites.layouts import moves_like, reshape, transpose
 
