@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Batch throughput and concurrency, side by side in one run, on the same images.
 
 Part 1, Ray Data batch path (``remove_background.batch``) at N workers (``--workers 1,2,4,8``), against the plain
@@ -23,9 +22,9 @@ Part 2, many threads in one process (InvokeAI's generation_devices, or an app ca
   all cores: oversubscribed) and on (run_gate.CPU_GATE: at most cores / ORT threads CPU runs at once). Rounds are
   interleaved; medians.
 
-    python benchmarks/bench_batch.py          # 48 images of about 1 MP, N = 1,2,4,8; 2 rounds of part 1, 3 of part 2
-    python benchmarks/bench_batch.py --images 12 --ray-rounds 1 --rounds 1 --workers 1,2    # quick (~2 min)
-    python benchmarks/bench_batch.py --workers 1,2,4,8 --gpus-per-worker 1 --skip-threads      # a GPU machine
+    bash benchmarks/run.sh bench_batch        # 48 images of about 1 MP, N = 1,2,4,8; 2 rounds of part 1, 3 of part 2
+    bash benchmarks/run.sh bench_batch --images 12 --ray-rounds 1 --rounds 1 --workers 1,2    # quick (~2 min)
+    bash benchmarks/run.sh bench_batch --workers 1,2,4,8 --gpus-per-worker 1 --skip-threads      # a GPU machine
 
 Each row also shows the CPU that processes outside this benchmark used meanwhile (a shared machine's other jobs);
 figures taken while that is well above 0 are not clean, and the script says so.
@@ -42,10 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
-
-from PIL import Image  # noqa: E402
+from PIL import Image
 
 
 class OtherLoad:
@@ -436,7 +432,7 @@ def main() -> int:
     args.work = Path(args.work or tempfile.mkdtemp(prefix="bench_batch_"))
     args.work.mkdir(parents=True, exist_ok=True)
     if args.models_dir is None:
-        import fetch_weights
+        from support import fetch_weights
 
         args.models_dir = args.work / "models"
         fetch_weights.place(args.models_dir)

@@ -1,15 +1,14 @@
-#!/usr/bin/env python3
 """What a 2048² BiRefNet costs in memory on the CPU, ONNX Runtime against the torch route, side by side.
 
 The real BiRefNet_HR file (1.1 GB) cannot be fetched here, so the graph is a BiRefNet-shaped test network with its
-operators (tests/torch_nets.py: a Swin-v1 stage with shifted windows and relative position bias, BiRefNet's
+operators (tests/support/torch_nets.py: a Swin-v1 stage with shifted windows and relative position bias, BiRefNet's
 deformable convolutions exported through deform-conv2d-onnx-exporter, as BiRefNet's own notebook exports them) and
 a decoder back to the input's size, exported at 1024² and at 2048² with fixed axes, as the authors' files are. Each
 column runs in a fresh process: load the model, run it once on a real photo through ``remove()``; the peak resident
 memory of that process (ru_maxrss) less its resident memory just before loading (runtimes imported) is printed, with the 2048²/1024² ratio
 and torch/ORT ratio.
 
-    python benchmarks/bench_hr_memory.py            # (needs torch, onnx2torch, torchvision, deform-conv2d-onnx-exporter)
+    bash benchmarks/run.sh bench_hr_memory          # (needs torch, onnx2torch, torchvision, deform-conv2d-onnx-exporter)
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"  # the test networks (torch_nets.py), read from the clone
 SIDES = (1024, 2048)
 
 
@@ -31,8 +29,7 @@ def export(side: int, folder: Path) -> Path:
     import torchvision  # noqa: F401  (imported before the export traces deform_conv2d)
     from torch import nn
 
-    sys.path.insert(0, str(TESTS))
-    import torch_nets
+    from support import torch_nets  # the test networks
 
     torch_nets.register_deform_conv2d_exporter()
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Side-by-side speed and memory of background removal, one run, one session.
 
 Columns: raw ``session.run`` on the model input; rembg's ``remove()``; our
@@ -7,8 +6,8 @@ to the image store shown separately). Rows: image sizes. Cold = first call
 including session creation; warm = median of the next calls. Ratios are to raw.
 Peak = the largest extra RSS during a warm call, over the RSS before it.
 
-    bash benchmarks/run.sh                        # u2netp, 512² ... 8192²
-    bash benchmarks/run.sh --model u2net --model-file ~/.u2net/u2net.onnx --sizes 1024 4096
+    bash benchmarks/run.sh bench_speed            # u2netp, 512² ... 8192²
+    bash benchmarks/run.sh bench_speed --model u2net --model-file ~/.u2net/u2net.onnx --sizes 1024 4096
 """
 
 from __future__ import annotations
@@ -22,11 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
 
 def rss() -> int:
@@ -154,7 +150,7 @@ def main() -> int:
     if args.model_file:
         os.symlink(args.model_file.resolve(), models_dir / info.primary_file.filename)
     else:
-        import fetch_weights
+        from support import fetch_weights
 
         fetch_weights.place(models_dir)
     os.environ["U2NET_HOME"] = str(models_dir)
@@ -162,7 +158,7 @@ def main() -> int:
 
     services = node_mod = None
     if not args.no_node:
-        from invokeai_services import build_services, run_node
+        from support.invokeai_services import build_services, run_node
 
         services = build_services(Path(tempfile.mkdtemp(prefix="bench-invokeai-")))
         from remove_background.invokeai_adapter import node as node_mod

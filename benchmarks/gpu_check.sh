@@ -24,7 +24,7 @@ fi
 OUT="${OUT:-/tmp/gpu-check-out}"
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/*.whl
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site:$PWD:$PWD/tests" PYTHONUNBUFFERED=1
 MODELS_DIR=/tmp/remove-background-models
 mkdir -p "$MODELS_DIR"
 cp .gpu/u2netp.onnx "$MODELS_DIR/"
@@ -49,7 +49,7 @@ if assemble isnet-imgly-fp16.onnx; then FILES="isnet-imgly-fp16=$MODELS_DIR/isne
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
   python3 -c "import torch, onnxruntime, onnx2torch; print('torch', torch.__version__, 'onnxruntime', \
     onnxruntime.__version__)"
-  timeout "${TIMEOUT:-420}" python3 benchmarks/bench_torch.py --device "${DEVICE:-cuda}" --half --models "$MODELS" \
+  timeout "${TIMEOUT:-420}" python3 -m benchmarks.bench_torch --device "${DEVICE:-cuda}" --half --models "$MODELS" \
     --sizes "${SIZES:-1024,4096}" --files "$FILES" --rounds "${ROUNDS:-5}" --models-dir "$MODELS_DIR" \
     --json "$OUT/gpu-check.json"
 } 2>&1 | grep -v "Warning" | tee -a "$OUT/gpu-check.txt"

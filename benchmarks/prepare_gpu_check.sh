@@ -15,8 +15,8 @@ rm -rf .gpu .gpu-part* .gpu-split-*
 mkdir -p .gpu
 "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 -d .gpu "onnx2torch==1.5.15" "pymatting==1.1.16"
-fetch() {  # the cached path of a weights file (scripts/fetch_weights.py), or nothing
-  "$VENV/bin/python" -c "import sys; sys.path.insert(0, 'scripts'); import fetch_weights; print(fetch_weights.$1)" \
+fetch() {  # the cached path of a weights file (tests/support/fetch_weights.py), or nothing
+  PYTHONPATH=tests "$VENV/bin/python" -c "from support import fetch_weights; print(fetch_weights.$1)" \
     2>/dev/null || true
 }
 cp "$(fetch "cached('u2netp')")" .gpu/u2netp.onnx

@@ -3,4 +3,5 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(bash "$ROOT/scripts/venv.sh")"
-exec "$VENV/bin/python" "$ROOT/scripts/demo.py" "$@"
+export PYTHONPATH="$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}"  # the demo is tests/support/demo.py
+exec "$VENV/bin/python" -m support.demo "$@"

@@ -1,19 +1,16 @@
-"""Shared fixtures: the real u2netp weights, test images, and an isolated model folder."""
+"""Shared fixtures: the real u2netp weights, test images, and an isolated model folder. (Helpers that are not
+fixtures live in tests/support/.)"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
+pytest.register_assert_rewrite("support")  # the helpers' asserts explain themselves as the tests' own do
 
-import fetch_weights  # noqa: E402
+from support import fetch_weights  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -45,30 +42,6 @@ def models_dir(tmp_path, u2netp_file) -> Path:
     folder = tmp_path / "models"
     fetch_weights.place(folder)
     return folder
-
-
-def horse_scene(texture: str = "coffee", background=(235, 235, 235)):
-    """A known silhouette (skimage's horse) filled with a photo texture over a flat background.
-
-    Returns (RGB PIL image, boolean truth mask). The true alpha is exact.
-    """
-    from skimage import data
-
-    truth = ~data.horse()
-    h, w = truth.shape
-    tex = np.asarray(Image.fromarray(getattr(data, texture)()).resize((w, h)))
-    img = np.empty((h, w, 3), np.uint8)
-    img[:] = background
-    img[truth] = tex[truth]
-    return Image.fromarray(img), truth
-
-
-def png(image: Image.Image) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture

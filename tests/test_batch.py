@@ -39,7 +39,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory, u2netp_file) -> Path:
-    import fetch_weights
+    from support import fetch_weights
 
     folder = tmp_path_factory.mktemp("batch_models")
     fetch_weights.place(folder)

@@ -12,7 +12,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the batch path needs the 'ray' extra")
 
-from batch_support import (  # noqa: E402
+from support.batch import (
     CORRUPT,
     OPTIONS,
     assert_manifest_lists_only_corrupt,
@@ -46,7 +46,7 @@ def two_nodes():
 
 
 def test_two_nodes_write_what_the_single_image_api_writes(two_nodes, tmp_path, u2netp_file):
-    import fetch_weights
+    from support import fetch_weights
 
     models = tmp_path / "shared-models"  # the "shared mount": both nodes read it at this path
     fetch_weights.place(models)

@@ -23,7 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the batch path needs the 'ray' extra")
 
-from batch_support import (  # noqa: E402
+from support.batch import (
     CORRUPT,
     OPTIONS,
     alive,
@@ -47,7 +47,7 @@ GOOD = 8
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory, u2netp_file) -> Path:
-    import fetch_weights
+    from support import fetch_weights
 
     folder = tmp_path_factory.mktemp("fault_models")
     fetch_weights.place(folder)

@@ -13,24 +13,11 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
-from invokeai_server import InvokeAIServer, prepare_root
+from support import ROOT
+from support.browser import BROWSER_DIR, missing_tools
+from support.invokeai_server import InvokeAIServer, prepare_root
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-
-BROWSER_DIR = ROOT / "tests" / "browser"
-
-
-def missing_tools() -> list[str]:
-    missing = []
-    if not shutil.which("chromium"):
-        missing.append("chromium (apt-get install chromium)")
-    if not shutil.which("node"):
-        missing.append("node")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        missing.append("playwright-core (cd tests/browser && npm ci)")
-    return missing
-
 
 def test_node_renders_in_the_workflow_editor(tmp_path):
     missing = missing_tools()

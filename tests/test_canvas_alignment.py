@@ -30,10 +30,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fetch_weights
-from conftest import ROOT, png
-from invokeai_server import InvokeAIServer, prepare_root
-from test_browser import BROWSER_DIR, missing_tools
+from support import ROOT, fetch_weights
+from support.browser import BROWSER_DIR, missing_tools
+from support.images import png
+from support.invokeai_server import InvokeAIServer, prepare_root
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

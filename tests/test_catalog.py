@@ -76,8 +76,8 @@ def test_unknown_model_error_lists_choices():
 
 def test_readme_model_table_is_generated_from_the_catalog():
     """The README's table between its markers equals what models_table.table() makes of the catalog now."""
-    from conftest import ROOT
-    from models_table import BEGIN, END, table
+    from support import ROOT
+    from support.models_table import BEGIN, END, table
 
     readme = (ROOT / "README.md").read_text()
     assert readme.count(BEGIN) == readme.count(END) == 1
@@ -85,7 +85,7 @@ def test_readme_model_table_is_generated_from_the_catalog():
 
 
 def test_the_table_has_a_row_per_file_and_says_what_each_needs():
-    from models_table import table
+    from support.models_table import table
 
     lines = table().splitlines()
     assert len(lines) == 2 + sum(len(m.files) for m in catalog.MODELS.values())

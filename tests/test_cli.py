@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import horse_scene
+from support.images import horse_scene
 from remove_background.cli import doctor, files
 from remove_background import families
 

@@ -168,9 +168,9 @@ def test_rest_load_twenty_mixed_items_all_complete_and_server_answers(tmp_path_f
     import io
     import time
 
-    import fetch_weights
-    from conftest import png
-    from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+    from support import fetch_weights
+    from support.images import png
+    from support.invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
 
     root = prepare_root(tmp_path_factory.mktemp("invokeai_load_root"))
     fetch_weights.place(root / "models" / "rembg")

@@ -1,24 +1,17 @@
 """Edge detail "high" (remove_background.detail) with the real u2netp, against scenes whose true alpha is exact.
 
-The scenes and metrics are the benchmark's (benchmarks/bench_detail.py): skimage's horse silhouette, drawn with a
-soft edge and filled with a photo, composited over another real photo.
+The scenes and metrics are the benchmark's (tests/support/detail_scenes.py, shared with benchmarks/detail_scenes.py):
+skimage's horse silhouette, drawn with a soft edge and filled with a photo, composited over another real photo.
 """
 
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import bench_detail  # noqa: E402
-
-from remove_background.imaging import detail  # noqa: E402
+from support import detail_scenes
+from remove_background.imaging import detail
 
 from remove_background.imaging import resample as inference
 
@@ -31,13 +24,13 @@ def loaded(models_dir):
 
 
 def single(loaded, rgb: Image.Image):
-    low, full = bench_detail.single_pass(loaded, rgb)
+    low, full = detail_scenes.single_pass(loaded, rgb)
     return low, full.copy()  # the pipeline's buffers are reused: keep our own copy
 
 
 def detailed(loaded, rgb, *args, run=None, **keywords):
     """The detail pass with ``loaded``'s own model run for its crops (or ``run``)."""
-    return detail.detailed_mask(rgb, *args, run=run or bench_detail.crop_run(loaded), **keywords)
+    return detail.detailed_mask(rgb, *args, run=run or detail_scenes.crop_run(loaded), **keywords)
 
 
 class Counting:
@@ -48,14 +41,14 @@ class Counting:
 
     def __call__(self, crop: Image.Image) -> np.ndarray:
         self.crops.append(crop.size)
-        return bench_detail.crop_run(self.loaded)(crop)
+        return detail_scenes.crop_run(self.loaded)(crop)
 
 
 def two_horses(frame: int, places) -> tuple[Image.Image, np.ndarray]:
     """Several small horses (10 % of the frame) over one background; exact alpha."""
-    bg = bench_detail.background("horse-cat", frame)
+    bg = detail_scenes.background("horse-cat", frame)
     alpha = np.zeros((frame, frame), np.float32)
-    fg_rgb, a = bench_detail.foreground("horse-cat", int(frame * 0.1))
+    fg_rgb, a = detail_scenes.foreground("horse-cat", int(frame * 0.1))
     h, w = a.shape
     for fx, fy in places:
         x0, y0 = int(fx * frame - w / 2), int(fy * frame - h / 2)
@@ -66,12 +59,12 @@ def two_horses(frame: int, places) -> tuple[Image.Image, np.ndarray]:
 
 
 def test_small_subject_in_big_frame_has_much_better_edges(loaded):
-    rgb, alpha = bench_detail.make_scene("horse-cat", 2048, 0.10)
+    rgb, alpha = detail_scenes.make_scene("horse-cat", 2048, 0.10)
     low, full = single(loaded, rgb)
-    before = bench_detail.metrics(full, alpha)
+    before = detail_scenes.metrics(full, alpha)
     counting = Counting(loaded)
     mask = detailed(loaded, rgb, low, full, run=counting)
-    after = bench_detail.metrics(mask, alpha)
+    after = detail_scenes.metrics(mask, alpha)
     assert len(counting.crops) == 1 and max(counting.crops[0]) < 2048 / detail.MIN_GAIN
     assert after["berr"] <= 0.6 * before["berr"], (before, after)  # boundary error at least 40 % lower
     assert after["bf"] > before["bf"] + 0.2
@@ -80,13 +73,13 @@ def test_small_subject_in_big_frame_has_much_better_edges(loaded):
 
 
 def test_frame_filling_subject_gets_no_second_pass(loaded):
-    rgb, alpha = bench_detail.make_scene("horse-cat", 1024, 0.80)
+    rgb, alpha = detail_scenes.make_scene("horse-cat", 1024, 0.80)
     low, full = single(loaded, rgb)
     assert detail.subject_boxes(low, *rgb.size) == []
     counting = Counting(loaded)
     mask = detailed(loaded, rgb, low, full, run=counting)
     assert counting.crops == []
-    before, after = bench_detail.metrics(full, alpha), bench_detail.metrics(mask, alpha)
+    before, after = detail_scenes.metrics(full, alpha), detail_scenes.metrics(mask, alpha)
     for key in ("mae", "berr"):  # lower is better
         assert after[key] <= before[key] * 1.02, (key, before, after)
     for key in ("iou", "bf"):
@@ -103,7 +96,7 @@ def test_several_subjects(loaded):
     for (fx, fy), (left, top, right, bottom) in zip(sorted(places, key=lambda p: p[1]), by_top):
         assert left < fx * 2048 < right and top < fy * 2048 < bottom
     mask = detailed(loaded, rgb, low, full)
-    before, after = bench_detail.metrics(full, alpha), bench_detail.metrics(mask, alpha)
+    before, after = detail_scenes.metrics(full, alpha), detail_scenes.metrics(mask, alpha)
     assert after["berr"] <= 0.6 * before["berr"], (before, after)
     # more subjects than MAX_CROPS, too far apart to share a box: the biggest get a pass each, the rest keep the
     # first pass; nothing gets worse
@@ -117,12 +110,12 @@ def test_several_subjects(loaded):
     counting = Counting(loaded)
     mask4 = detailed(loaded, rgb4, low4, full4, run=counting)
     assert len(counting.crops) == detail.MAX_CROPS
-    before, after = bench_detail.metrics(full4, alpha4), bench_detail.metrics(mask4, alpha4)
+    before, after = detail_scenes.metrics(full4, alpha4), detail_scenes.metrics(mask4, alpha4)
     assert after["berr"] < before["berr"] and after["iou"] > before["iou"], (before, after)
 
 
 def test_a_second_pass_that_disagrees_is_not_used(loaded, monkeypatch):
-    rgb, _ = bench_detail.make_scene("horse-cat", 2048, 0.10)
+    rgb, _ = detail_scenes.make_scene("horse-cat", 2048, 0.10)
     low, full = single(loaded, rgb)
 
     def elsewhere(crop: Image.Image) -> np.ndarray:  # a "subject" in the crop's corner, away from the horse
@@ -148,7 +141,7 @@ def test_fallback_guided_filter_matches_ximgproc(monkeypatch):
         theirs = cv2.ximgproc.guidedFilter(grey, src, radius, eps)
         assert np.abs(ours - theirs).max() < 1e-3
     # the whole upsampling, with and without ximgproc
-    rgb, _ = bench_detail.make_scene("horse-coffee", 1024, 0.8)
+    rgb, _ = detail_scenes.make_scene("horse-coffee", 1024, 0.8)
     low = np.asarray(Image.fromarray(inference.downscale(rgb, 320)).convert("L"))
     low = np.where(low > 128, 255, 0).astype(np.uint8)
     with_contrib = detail.guided_upsample(low, rgb, use_ximgproc=True)
@@ -159,7 +152,7 @@ def test_fallback_guided_filter_matches_ximgproc(monkeypatch):
 
 @pytest.mark.parametrize("size", [(1000, 700), (700, 1000), (200, 150), (321, 320)])
 def test_uint8_mask_of_the_input_size(loaded, size):
-    rgb = Image.fromarray(np.asarray(bench_detail.make_scene("horse-coffee", 512, 0.3)[0].resize(size)))
+    rgb = Image.fromarray(np.asarray(detail_scenes.make_scene("horse-coffee", 512, 0.3)[0].resize(size)))
     low, full = single(loaded, rgb)
     for with_array in (False, True):
         mask = detailed(loaded, rgb, low, full, rgb_array=np.asarray(rgb) if with_array else None)
@@ -175,7 +168,7 @@ def test_flat_image_and_no_subject(loaded):
     full_white = np.full((320, 320), 255, np.uint8)
     assert detailed(loaded, flat, full_white).min() == 255
     # a real photo whose first pass found nothing: no second pass, no crash
-    rgb, _ = bench_detail.make_scene("horse-cat", 1024, 0.1)
+    rgb, _ = detail_scenes.make_scene("horse-cat", 1024, 0.1)
     counting = Counting(loaded)
     assert detailed(loaded, rgb, zeros, run=counting).max() == 0 and counting.crops == []
 
@@ -193,7 +186,7 @@ def test_edge_detail_option_through_the_api(models_dir):
     single pass, and models without a plain mask ignore it."""
     from remove_background import remove
 
-    rgb, _ = bench_detail.make_scene("horse-cat", 1024, 0.1)
+    rgb, _ = detail_scenes.make_scene("horse-cat", 1024, 0.1)
     standard = remove(rgb, model="u2netp", models_dir=models_dir)
     high = remove(rgb, model="u2netp", edge_detail="high", models_dir=models_dir)
     assert high.mask.size == standard.mask.size == rgb.size

@@ -19,29 +19,17 @@ import sys
 import pytest
 from PIL import Image
 
-import fetch_weights
-import pristine
-from conftest import ROOT, png
-from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+from support import ROOT, fetch_weights, pristine
+from support.images import png
+from support.invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+from support.pristine import OURS, assert_only_added
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-
-# What an install may add to an InvokeAI (5.15.0 to 6.14.2): our package, pymatting (with numba and llvmlite) and
-# onnx2torch, the torch provider's converter (pure Python; its onnx, torch and torchvision are InvokeAI's own).
-OURS = {"remove-background", "pymatting", "numba", "llvmlite", "onnx2torch"}
 
 
 def run_node(server) -> dict:
     name = server.upload(png(Image.new("RGB", (40, 30), "orange")))
     return server.run_one(removal_graph(name, model="u2netp"))
-
-
-def assert_only_added(before: dict, after: dict, allowed: set) -> set:
-    changed = {n: (v, after.get(n)) for n, v in before.items() if after.get(n) != v}
-    assert not changed, changed
-    added = set(after) - set(before)
-    assert added <= allowed, added
-    return added
 
 
 def assert_invokeai_intact(python, kind):

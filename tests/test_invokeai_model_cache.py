@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fetch_weights
-from conftest import horse_scene, png
-from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+from support import fetch_weights
+from support.images import horse_scene, png
+from support.invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

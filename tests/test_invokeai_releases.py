@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fetch_weights
-import pristine
-from conftest import ROOT, horse_scene, png
-from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+from support import ROOT, fetch_weights, pristine
+from support.images import horse_scene, png
+from support.invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
+from support.pristine import OURS, assert_only_added
 from remove_background import remove
 from remove_background.invokeai_adapter.releases import MIN_INVOKEAI, release
-from test_install_pristine import OURS, assert_only_added
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 from remove_background.invokeai_adapter.releases import (
     MIN_INVOKEAI,
     UnsupportedInvokeAIError,

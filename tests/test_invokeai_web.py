@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fetch_weights
-from conftest import horse_scene, png
-from invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph  # noqa: F401
+from support import fetch_weights
+from support.images import horse_scene, png
+from support.invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph  # noqa: F401
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -91,18 +91,21 @@ def test_bad_model_name_is_rejected_at_enqueue(server):
 
 
 def test_example_rest_batch_client(server, tmp_path):
+    """The README's example, copied alone into another folder (one self-contained file), sends a folder as a batch."""
+    import shutil
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from support.invokeai_server import EXAMPLE_CLIENT
 
+    example = shutil.copy(EXAMPLE_CLIENT, tmp_path / "rest_batch.py")
     folder = tmp_path / "photos"
     folder.mkdir()
     horse_scene()[0].save(folder / "horse.png")
     horse_scene("chelsea")[0].save(folder / "cat.jpg")
     Image.new("RGB", (30, 20), "white").save(folder / "flat.png")
     out = tmp_path / "cutouts"
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "rest_batch.py"), str(folder), "-o", str(out),
+    r = subprocess.run([sys.executable, "-I", example, str(folder), "-o", str(out),
                         "--url", server.url, "--options", '{"mask_blur": 1.5}'], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
@@ -117,12 +120,12 @@ def test_example_rest_batch_client_reports_failures(server, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from support.invokeai_server import EXAMPLE_CLIENT
 
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.new("RGB", (30, 20), "white").save(folder / "a.png")
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "rest_batch.py"), str(folder), "-o",
+    r = subprocess.run([sys.executable, str(EXAMPLE_CLIENT), str(folder), "-o",
                         str(tmp_path / "o"), "--url", server.url, "--model", "silueta"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1

@@ -2,8 +2,8 @@
 graphs of tests/test_model_families.py: random convolutions, a 16x pool, a linear Resize; sigmoid or logits as the
 family's files end), through the public ``remove()`` on ONNX Runtime, the torch route and its device steps:
 
-- your own file, per family, against rembg 2.0.86's u2net_custom, dis_custom and ben_custom (tests/newer_references.py
-  runs them in their own environment);
+- your own file, per family, against rembg 2.0.86's u2net_custom, dis_custom and ben_custom
+  (tests/support/newer_references.py runs them in their own environment);
 - birefnet-general-fp16 against rembg 2.0.86's BiRefNetSessionGeneralFP16 (its float32 file converted the same way);
 - BiRefNet_HR and HR-matting (2048²), BiRefNet-matting and BEN2 base against their authors' own inference steps.
 
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from newer_references import ben2_official, birefnet_official, converter_on_path, rembg_masks
+from support.newer_references import ben2_official, birefnet_official, converter_on_path, rembg_masks
 from remove_background import ModelFileError, ModelNotAvailableError, catalog, remove
 from remove_background.backends import cache
 from test_model_families import (PROVIDERS, cases, family_graph, mask_departures, ort_session, photo,  # noqa: F401

@@ -80,13 +80,13 @@ def test_cli(astronaut, models_dir, tmp_path):
 
 @pytest.mark.slow
 def test_node_in_real_invokeai_services(astronaut, tmp_path_factory, u2netp_file):
-    from invokeai_services import build_services, run_node
+    from support.invokeai_services import build_services, run_node
 
     services = build_services(tmp_path_factory.mktemp("root"))
     from invokeai.app.services.image_records.image_records_common import ImageCategory, ResourceOrigin
     from invokeai.invocation_api import ImageField
 
-    import fetch_weights
+    from support import fetch_weights
     from remove_background.invokeai_adapter import node as invocation
 
     fetch_weights.place(services.configuration.models_path / "rembg")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import horse_scene
-from invokeai_services import build_services, run_node
+from support.images import horse_scene
+from support.invokeai_services import build_services, run_node
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ def invokeai(tmp_path_factory, u2netp_file):
     root = tmp_path_factory.mktemp("invokeai_root")
     services = build_services(root)
     from remove_background.invokeai_adapter import node as invocation  # registers the node (InvokeAI is imported now)
-    import fetch_weights
+    from support import fetch_weights
 
     fetch_weights.place(services.configuration.models_path / "rembg")
     return services, invocation

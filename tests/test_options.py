@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import horse_scene
+from support.images import horse_scene
 from remove_background import remove
 from remove_background.imaging import compositing
 from remove_background.imaging import matting

@@ -11,27 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, horse_scene
+from support import ROOT
+from support.images import horse_scene, scene_in_mode
 from remove_background import InvalidImageError, ModelNotAvailableError, remove
-
-
-def scene_in_mode(mode: str) -> Image.Image:
-    rgb, _ = horse_scene()
-    if mode == "P":
-        return rgb.convert("P", palette=Image.Palette.ADAPTIVE)
-    if mode == "P+transparency":
-        p = rgb.convert("P", palette=Image.Palette.ADAPTIVE)
-        p.info["transparency"] = 255  # an unused index: transparency declared, nothing actually transparent
-        return p
-    if mode == "PA":
-        return rgb.convert("RGBA").convert("PA")
-    if mode == "I;16":
-        return Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)  # mode I;16
-    if mode == "I":
-        return Image.fromarray(np.asarray(rgb.convert("L")).astype(np.int32) * 1000, "I")
-    if mode == "F":
-        return Image.fromarray(np.asarray(rgb.convert("L")).astype(np.float32) / 255.0, "F")
-    return rgb.convert(mode)
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "P+transparency", "PA", "RGB", "RGBA", "CMYK", "I;16", "I", "F"])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import fetch_weights
+from support import fetch_weights
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch.host_reads import count_host_reads
 from remove_background.backends.pytorch.weights import held_values

@@ -17,8 +17,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import fetch_weights
-from support import torch_nets
+from support import fetch_weights, torch_nets
 from remove_background.backends.pytorch import converters as torch_converters
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch import rewrites

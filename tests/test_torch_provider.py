@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fetch_weights
-from conftest import horse_scene
-from test_pipeline import scene_in_mode
+from support import fetch_weights
+from support.images import horse_scene, scene_in_mode
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")

@@ -17,8 +17,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import fetch_weights
-from support import torch_nets
+from support import fetch_weights, torch_nets
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch import expansions
 from remove_background.backends.pytorch.host_reads import count_host_reads

@@ -4,15 +4,13 @@ and the shipped workflows (imported by the manager, and valid graphs when enqueu
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 from PIL import Image
 
-import fetch_weights
-import pristine
-from conftest import ROOT, horse_scene, png
-from invokeai_server import InvokeAIServer, prepare_root
+from support import ROOT, fetch_weights, pristine
+from support.images import horse_scene, png
+from support.invokeai_server import InvokeAIServer, prepare_root
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -58,13 +56,12 @@ def workflow_to_graph(workflow: dict, image_name: str) -> dict:
 
 
 def test_committed_workflows_are_generated_from_the_node():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_workflows
+    from support import make_workflows
 
     built = make_workflows.build()
     assert sorted(built) == [p.name for p in WORKFLOWS]
     for path in WORKFLOWS:
-        assert path.read_text() == make_workflows.render(built[path.name]), f"run scripts/make_workflows.py ({path})"
+        assert path.read_text() == make_workflows.render(built[path.name]), f"run PYTHONPATH=tests python -m support.make_workflows ({path})"
 
 
 def test_canvas_workflow_meets_run_workflow_on_canvas_rules():
@@ -134,7 +131,7 @@ def test_custom_node_manager_without_dependencies_registers_and_explains(tmp_pat
         assert result["success"], result
         assert not any("Failed to load node pack" in line for line in server.lines)
         assert "RemoveBackgroundInvocation" in server.get("/openapi.json")["components"]["schemas"]
-        from invokeai_server import removal_graph
+        from support.invokeai_server import removal_graph
 
         name = server.upload(png(Image.new("RGB", (32, 32), "green")))
         item = server.run_one(removal_graph(name, model="u2netp"))

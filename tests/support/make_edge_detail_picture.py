@@ -1,23 +1,19 @@
-#!/usr/bin/env python3
 """README picture: one edge of a small subject (10 % of a 2048² frame) with edge detail standard and high, real
 u2netp, over a checkerboard, next to the exact truth. Writes .readme/edge-detail.png.
 
-    python scripts/make_edge_detail_picture.py MODELS_DIR
+    PYTHONPATH=tests python -m support.make_edge_detail_picture MODELS_DIR     # in the project venv
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_detail  # noqa: E402
-
-from remove_background import remove  # noqa: E402
+from remove_background import remove
+from support import ROOT
+from support.detail_scenes import make_scene
 
 
 def on_checkerboard(rgba: np.ndarray) -> Image.Image:
@@ -30,7 +26,7 @@ def on_checkerboard(rgba: np.ndarray) -> Image.Image:
 
 def main(models_dir: str) -> None:
     frame = 2048
-    image, truth = bench_detail.make_scene("horse-cat", frame, 0.1)
+    image, truth = make_scene("horse-cat", frame, 0.1)
     ys, xs = np.nonzero(truth > 0.5)
     cy, cx, half = int(ys.min() + 30), int(xs.mean()), 60  # a window on the top edge of the subject
     box = (cx - half, cy - half, cx + half, cy + half)

@@ -1,11 +1,13 @@
 """Start a real ``invokeai-web`` on 127.0.0.1 with this node pack installed, and talk to it over REST.
 
-Shared by the end-to-end tests and the demo. Standard library only; the REST calls are the
-example client's (``examples/invokeai_client.py``).
+Shared by the end-to-end tests and the demo. Standard library only; the REST calls are those of the README's
+example client (``.readme/examples/rest_batch.py``, loaded from its file), so the tests drive the very client that
+users copy.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -17,11 +19,24 @@ import time
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parent.parent
-PACK = REPO / "remove_background"
-sys.path.insert(0, str(REPO / "examples"))
+from . import ROOT
 
-from invokeai_client import NODE_TYPE, InvokeAIClient, outputs_of, removal_graph  # noqa: E402,F401
+PACK = ROOT / "remove_background"
+EXAMPLE_CLIENT = ROOT / ".readme" / "examples" / "rest_batch.py"
+
+
+def _load_example_client():
+    """The README's example (one self-contained file for users to copy), imported from its path."""
+    spec = importlib.util.spec_from_file_location("remove_background_rest_example", EXAMPLE_CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_client = _load_example_client()
+NODE_TYPE, InvokeAIClient, outputs_of, removal_graph = (
+    _client.NODE_TYPE, _client.InvokeAIClient, _client.outputs_of, _client.removal_graph)
 
 
 def free_port() -> int:

@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""Write the example workflows in ``workflows/`` from the node's own fields (run in the project venv).
+"""Write the example workflows in ``workflows/`` from the node's own fields, in the project venv:
+``PYTHONPATH=tests python -m support.make_workflows``.
 
 - ``remove-background.json``: the workflow-editor example (the node, its options in a form).
 - ``remove-background-canvas.json``: for "Run Workflow on Canvas": a form exposing the image field,
@@ -15,11 +15,8 @@ A test checks the committed files equal what this script writes.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from support import ROOT
 
 NODE_ID = "remove_bg"
 FORM_FIELDS = ["image", "model", "execution_provider", "mask_threshold", "mask_grow", "mask_blur",
@@ -113,7 +110,7 @@ def render(data: dict) -> str:
 
 
 if __name__ == "__main__":
-    out = REPO / "workflows"
+    out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
     for filename, data in build().items():
         (out / filename).write_text(render(data))

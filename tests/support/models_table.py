@@ -1,16 +1,16 @@
-#!/usr/bin/env python3
 """The README's model table, made from the catalog (the one source of model facts): ``table()``.
 
-``python scripts/models_table.py`` prints it; ``--write`` puts it into README.md between the two markers
-(tests/test_catalog.py checks the README's copy is current).
+``PYTHONPATH=tests python -m support.models_table`` prints it; ``--write`` puts it into README.md between the two
+markers (tests/test_catalog.py checks the README's copy is current).
 """
 
 import sys
-from pathlib import Path
 
-BEGIN = "<!-- models table: scripts/models_table.py --write -->"
+from support import ROOT
+
+BEGIN = "<!-- models table: PYTHONPATH=tests python -m support.models_table --write -->"
 END = "<!-- end of models table -->"
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 def table() -> str:

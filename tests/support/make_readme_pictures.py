@@ -1,25 +1,20 @@
-#!/usr/bin/env python3
 """Make the README's before/after pictures with the real u2netp model.
 
-    bash benchmarks/run.sh ... (venv) ->  python scripts/make_readme_pictures.py
+    PYTHONPATH=tests python -m support.make_readme_pictures     # in the project venv
 writes .readme/refinements.png and .readme/decontamination.png, and prints the
 decontamination figure quoted in the README.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
-
-import fetch_weights  # noqa: E402
-from remove_background import remove  # noqa: E402
+from remove_background import remove
 from remove_background.imaging import matting
+from support import ROOT, fetch_weights
 
 TILE = 256
 
@@ -99,9 +94,9 @@ def decontamination() -> tuple[Image.Image, float, float]:
 
 
 def main() -> None:
-    models = REPO / ".readme" / ".models"
+    models = ROOT / ".readme" / ".models"
     fetch_weights.place(models)
-    out = REPO / ".readme"
+    out = ROOT / ".readme"
     refinements(models).save(out / "refinements.png", optimize=True)
     picture, naive_err, clean_err = decontamination()
     picture.save(out / "decontamination.png", optimize=True)

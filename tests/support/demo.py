@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The main job on the embedded default: a real InvokeAI with this node removes a background.
 
 Creates ``demo-root/`` (an InvokeAI root with the node pack linked into
@@ -20,10 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import fetch_weights  # noqa: E402
-from invokeai_server import REPO, InvokeAIServer, outputs_of, prepare_root, removal_graph  # noqa: E402
+from support import ROOT, fetch_weights
+from support.invokeai_server import InvokeAIServer, outputs_of, prepare_root, removal_graph
 
 
 def embedded_default():
@@ -38,8 +35,8 @@ def main() -> int:
     parser.add_argument("--image", type=Path, help="an image file (default: the embedded astronaut photo)")
     parser.add_argument("--model", default="u2netp")
     parser.add_argument("--port", type=int, default=9090)
-    parser.add_argument("--root", type=Path, default=REPO / "demo-root")
-    parser.add_argument("--out", type=Path, default=REPO / "demo-output")
+    parser.add_argument("--root", type=Path, default=ROOT / "demo-root")
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output")
     parser.add_argument("--serve", action="store_true", help="keep InvokeAI running after the job")
     args = parser.parse_args()
 

@@ -18,9 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT
+
 UV = Path(sys.executable).with_name("uv")
 CACHE = Path(os.environ.get("REMOVE_BACKGROUND_CACHE", Path.home() / ".cache" / "remove-background"))
+# What an install may add to an InvokeAI (5.15.0 to 6.14.2): our package, pymatting (with numba and llvmlite) and
+# onnx2torch, the torch provider's converter (pure Python; its onnx, torch and torchvision are InvokeAI's own).
+OURS = {"remove-background", "pymatting", "numba", "llvmlite", "onnx2torch"}
+
 INVOKEAI = next(line.strip() for line in (ROOT / ".ci" / "requirements-test.txt").read_text().splitlines()
                 if line.startswith("invokeai=="))
 
@@ -116,3 +121,12 @@ def printed_command(message: str) -> list[str]:
     import shlex
 
     return shlex.split(m.group(1))
+
+
+def assert_only_added(before: dict, after: dict, allowed: set) -> set:
+    """Every distribution of ``before`` keeps its version in ``after``; what was added is within ``allowed``."""
+    changed = {n: (v, after.get(n)) for n, v in before.items() if after.get(n) != v}
+    assert not changed, changed
+    added = set(after) - set(before)
+    assert added <= allowed, added
+    return added
