@@ -10,7 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${VENV:-$(bash scripts/venv.sh)}"
+VENV="${VENV:-$(bash tests/support/venv.sh)}"
 rm -rf .gpu .gpu-part* .gpu-split-*
 mkdir -p .gpu
 "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -4,7 +4,7 @@
 # installed package and the tests' helpers (support.fetch_weights, ...): tests/ goes on the path here.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$(bash "$ROOT/scripts/venv.sh")"
+VENV="$(bash "$ROOT/tests/support/venv.sh")"
 NAME=bench_speed
 if [ $# -gt 0 ] && [ -f "$ROOT/benchmarks/${1%.py}.py" ]; then
   NAME="${1%.py}"

@@ -17,14 +17,14 @@ from support import ROOT
 from support.browser import BROWSER_DIR, missing_tools
 from support.invokeai_server import InvokeAIServer, prepare_root
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.slow]
 
 def test_node_renders_in_the_workflow_editor(tmp_path):
     missing = missing_tools()
     if missing:
         if os.environ.get("CI"):
-            pytest.fail(f"browser test tools missing in CI: {missing} (scripts/browser-deps.sh installs them)")
-        pytest.skip(f"missing: {', '.join(missing)}; run scripts/browser-deps.sh as root")
+            pytest.fail(f"browser test tools missing in CI: {missing} (tests/browser/deps.sh installs them)")
+        pytest.skip(f"missing: {', '.join(missing)}; run tests/browser/deps.sh as root")
     root = prepare_root(tmp_path / "root")
     shot = tmp_path / "node.png"
     with InvokeAIServer(root) as server:

@@ -35,7 +35,7 @@ from support.browser import BROWSER_DIR, missing_tools
 from support.images import png
 from support.invokeai_server import InvokeAIServer, prepare_root
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.slow]
 
 WORKFLOW = "Remove Background (canvas)"
 
@@ -90,8 +90,8 @@ def server(tmp_path_factory, u2netp_file):
     missing = missing_tools()
     if missing:
         if os.environ.get("CI"):
-            pytest.fail(f"browser test tools missing in CI: {missing} (scripts/browser-deps.sh installs them)")
-        pytest.skip(f"missing: {', '.join(missing)}; run scripts/browser-deps.sh as root")
+            pytest.fail(f"browser test tools missing in CI: {missing} (tests/browser/deps.sh installs them)")
+        pytest.skip(f"missing: {', '.join(missing)}; run tests/browser/deps.sh as root")
     root = prepare_root(tmp_path_factory.mktemp("canvas_root"))
     # InvokeAI 6.14.2 with starlette 1.x answers socket.io's long-polling with HTTP 500 when the response is
     # gzipped (its ContentTypeAwareGZipMiddleware), so a browser never gets queue events and the staging area

@@ -6,9 +6,9 @@ Creates ``demo-root/`` (an InvokeAI root with the node pack linked into
 sample photo (scikit-image's astronaut) or ``--image FILE`` through the REST
 queue, and writes the cut-out and mask to ``demo-output/``.
 
-    bash scripts/demo.sh                  # run once and stop the server
-    bash scripts/demo.sh --serve          # then keep InvokeAI running (open the printed URL)
-    bash scripts/demo.sh --image me.jpg --model u2netp
+    bash tests/demo.sh                    # run once and stop the server
+    bash tests/demo.sh --serve            # then keep InvokeAI running (open the printed URL)
+    bash tests/demo.sh --image me.jpg --model u2netp
 """
 
 from __future__ import annotations

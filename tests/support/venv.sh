@@ -3,7 +3,7 @@
 # The venv lives outside the clone, keyed by the dependency spec, so repeated
 # runs are fast and a fresh machine still builds it from scratch.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-python3}"
 KEY="$( (cat "$ROOT/.ci/requirements-test.txt"; sed -n "/^dependencies = \[/,/^\]/p" "$ROOT/pyproject.toml") | sha256sum | cut -c1-16)"
 CACHE="${REMOVE_BACKGROUND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/remove-background}"

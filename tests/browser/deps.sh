@@ -2,7 +2,7 @@
 # Install what the browser test needs: Debian's chromium (no browser download by a test tool) and
 # playwright-core from the npm registry (tests/browser/package-lock.json). Never fatal here: the test itself
 # reports what is missing (and fails under CI=true, skips on a developer machine without root).
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[browser] installing Debian's chromium" >&2
