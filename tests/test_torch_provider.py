@@ -46,6 +46,15 @@ def real_models(tmp_path_factory, u2netp_file):
     return folder
 
 
+@pytest.fixture(scope="module")
+def converted_once():
+    """Where the faithfulness test keeps its torch models: each real file is converted once for the module, not
+    once per case (the global cache is emptied after each case, and u2net takes seconds to convert)."""
+    own = cache.OwnModels(cache.SessionCache(max_size=2))
+    yield own
+    own.cache.clear()
+
+
 def agreement(a: Image.Image, b: Image.Image) -> tuple[float, float]:
     x, y = np.asarray(a).astype(np.int16), np.asarray(b).astype(np.int16)
     return float(np.abs(x - y).mean()), float(((x > 127) == (y > 127)).mean())
@@ -53,10 +62,10 @@ def agreement(a: Image.Image, b: Image.Image) -> tuple[float, float]:
 
 @pytest.mark.parametrize("model", ["u2netp", "u2net"])
 @pytest.mark.parametrize("side", [512, 4096])
-def test_torch_masks_are_faithful_to_onnx_runtime(model, side, real_models, astronaut, pipeline_side):
+def test_torch_masks_are_faithful_to_onnx_runtime(model, side, real_models, astronaut, pipeline_side, converted_once):
     image = astronaut.resize((side, side), Image.Resampling.BICUBIC)
     ort_result = remove(image, model=model, provider="cpu", models_dir=real_models)
-    torch_result = remove(image, model=model, provider="torch", models_dir=real_models)
+    torch_result = remove(image, model=model, provider="torch", models_dir=real_models, models=converted_once)
     assert torch_result.providers == ["torch:cpu"] and ort_result.providers == ["CPUExecutionProvider"]
     mean, same_side = agreement(ort_result.mask, torch_result.mask)
     print(f"{model} {side}²: mean difference {mean:.4f}, same side of 127 {same_side:.5%}")
