@@ -36,6 +36,14 @@ def u2netp_file() -> Path:
     return fetch_weights.cached_u2netp()
 
 
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory, u2netp_file) -> Path:
+    """A model folder holding the real u2netp.onnx, shared by the whole session (for tests that only read it)."""
+    folder = tmp_path_factory.mktemp("weights")
+    fetch_weights.place(folder)
+    return folder
+
+
 @pytest.fixture
 def models_dir(tmp_path, u2netp_file) -> Path:
     """A fresh model folder holding a copy of the real u2netp.onnx."""

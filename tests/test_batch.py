@@ -38,15 +38,6 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, u2netp_file) -> Path:
-    from support import fetch_weights
-
-    folder = tmp_path_factory.mktemp("batch_models")
-    fetch_weights.place(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """17 good images (several modes and sizes, one in a sub-folder) and 3 corrupt ones."""
     from skimage import data

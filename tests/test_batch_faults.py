@@ -46,15 +46,6 @@ GOOD = 8
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, u2netp_file) -> Path:
-    from support import fetch_weights
-
-    folder = tmp_path_factory.mktemp("fault_models")
-    fetch_weights.place(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("fault_in")
     make_inputs(folder, GOOD)

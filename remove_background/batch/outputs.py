@@ -7,7 +7,8 @@
 - writes: a temp file in the same folder, flushed to disk, renamed over the name, so no partial file is ever under an
   output's name; temp files a killed run left are removed at the next start;
 - the job file (``.remove-background-batch.json``): the options, and since when outputs were made with them;
-- the failure manifest (``remove-background-failures.json``): the inputs that failed, with their errors.
+- the failure manifest (``remove-background-failures.json``): the inputs that failed, with their errors;
+- Ray's log (``remove-background-ray.log``): what Ray itself printed while it ran the job, appended run by run.
 
 A folder that cannot be written (permissions, a read-only or full disk, a folder gone) raises
 ``OutputFolderError``, once: every later output would fail the same way. Only an error that belongs to one output's
@@ -31,6 +32,7 @@ from ..errors import RemoveBackgroundError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MANIFEST_NAME = "remove-background-failures.json"
+RAY_LOG_NAME = "remove-background-ray.log"
 JOB_NAME = ".remove-background-batch.json"
 TEMP_MARK = ".rb-tmp-"
 JOB_FORMAT = 1
@@ -152,6 +154,7 @@ class OutputFolder:
     def __init__(self, root: Path, options: dict, mask_only: bool):
         self.root, self.options, self.mask_only = Path(root), options, mask_only
         self.job_file, self.manifest = self.root / JOB_NAME, self.root / MANIFEST_NAME
+        self.ray_log = self.root / RAY_LOG_NAME
 
     def plan(self, found: list) -> Plan:
         """What is complete already, what is to do, and which outputs clash (two inputs, or an input's own name).
@@ -188,6 +191,13 @@ class OutputFolder:
             self.root.mkdir(parents=True, exist_ok=True)
             clean_temp_files(self.root)
             write_atomic(self.job_file, json.dumps(plan.record, indent=1).encode())
+        except OSError as e:
+            raise OutputFolderError(self.root, e) from None
+
+    def open_ray_log(self):
+        """Ray's log, opened to append (binary); OutputFolderError if it cannot be."""
+        try:
+            return open(self.ray_log, "ab")
         except OSError as e:
             raise OutputFolderError(self.root, e) from None
 
