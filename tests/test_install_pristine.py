@@ -1,5 +1,5 @@
-"""Installing into the InvokeAI users really have: pristine InvokeAI 6.14.2 environments (tests/pristine.py), one a
-pip venv and one a ``uv venv`` without pip, by both routes:
+"""Installing into the InvokeAI users really have: pristine InvokeAI 6.14.2 environments
+(tests/support/pristine.py), one a pip venv and one a ``uv venv`` without pip, by both routes:
 
 - install.py run with that environment's python (the launcher's Dev Console);
 - InvokeAI's Custom Node Manager (a real invokeai-web installs the pack from a git URL), then the command that the

@@ -1,12 +1,13 @@
 """The node in the InvokeAI releases it supports, oldest to newest, installed as users install it.
 
-For each release: a pristine ``uv venv`` with only that InvokeAI (tests/pristine.py, from uv's cache), then
+For each release: a pristine ``uv venv`` with only that InvokeAI (tests/support/pristine.py, from uv's cache), then
 install.py with that environment's python, as in the launcher's Dev Console. Only the packages of ``OURS`` (the
 one list of what an install may add) appear, every distribution keeps its version, ``uv pip check`` is clean, and
 a real ``invokeai-web`` from that environment runs the node over REST on the real u2netp: the cut-out and the mask
 it stores are downloaded and checked against an exact silhouette and against the same removal run here.
 
-CI's own release (tests/pristine.py's ``INVOKEAI``) also has the more thorough tests of test_install_pristine.py.
+CI's own release (tests/support/pristine.py's ``INVOKEAI``) also has the more thorough tests of
+test_install_pristine.py.
 """
 
 from __future__ import annotations
