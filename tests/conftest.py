@@ -3,6 +3,7 @@ fixtures live in tests/support/.)"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,21 @@ def _isolate_rembg_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home))
     monkeypatch.setenv("REMOVE_BACKGROUND_MODELS", str(tmp_path_factory.mktemp("default_models")))
+
+
+@pytest.fixture(autouse=True)
+def _install_variables_restored():
+    """install.py's node-pack shim records the clone and the InvokeAI root in os.environ, as it must in InvokeAI's
+    process; a test that runs it in this one (it sets them directly, not through monkeypatch) must not hand them to
+    the next: a server that test starts would inherit them."""
+    names = ("REMOVE_BACKGROUND_SOURCE", "REMOVE_BACKGROUND_INVOKEAI_ROOT")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)
