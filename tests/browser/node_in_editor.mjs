@@ -1,9 +1,9 @@
 // Open InvokeAI's workflow editor in Debian's chromium, load our example workflow from its file, check that our
 // node renders with its model dropdown, and save a screenshot of the node.
-//   node node_in_editor.mjs URL WORKFLOW.json OUT.png
+//   node node_in_editor.mjs URL WORKFLOW.json OUT.png MODEL_CHOICES (how many models the dropdown must offer)
 import { launchChromium } from './chromium.mjs';
 
-const [url, workflowPath, outPath] = process.argv.slice(2);
+const [url, workflowPath, outPath, choices] = process.argv.slice(2);
 const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1500 }, deviceScaleFactor: 1.5 });
@@ -17,7 +17,7 @@ try {
   await node.waitFor({ timeout: 60000 });
   const model = node.locator('select').filter({ hasText: 'U²-Net-p' }).first();
   const options = await model.locator('option').allInnerTexts();
-  if (options.length !== 16 || !options.some((o) => o.includes('NON-COMMERCIAL'))) {
+  if (options.length !== Number(choices) || !options.some((o) => o.includes('NON-COMMERCIAL'))) {
     throw new Error(`model dropdown options: ${JSON.stringify(options)}`);
   }
   const selected = await model.evaluate((el) => el.options[el.selectedIndex].text);
