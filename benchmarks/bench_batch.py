@@ -131,11 +131,9 @@ def raw_rate(model_file: Path, inputs: list, workers: int, threads: int, provide
     """images/s of ``session.run`` alone: ``workers`` sessions of ``threads`` ORT threads, one Python thread each."""
     import onnxruntime as ort
 
-    from remove_background.backends import cache
 
     from remove_background.backends import onnx_runtime
 
-    from remove_background.backends import run_gate
 
     if provider not in ort.get_available_providers():  # ORT would quietly fall back to the CPU
         raise RuntimeError(f"{provider} is not in this onnxruntime ({ort.get_available_providers()})")
@@ -187,8 +185,6 @@ def cli_loop(paths_dir: Path, out: Path, models_dir: Path) -> tuple[float, float
     """(steady images/s, wall s) of the plain CLI loop over the folder."""
     from remove_background.cli import commands as cli
     from remove_background.backends import cache
-    from remove_background.backends import onnx_runtime
-    from remove_background.backends import run_gate
 
     cache.clear_sessions()
     stamps = []
@@ -333,8 +329,6 @@ def part_ray(args, folder: Path, paths: list[Path], models_dir: Path, model_file
 
 def part_threads(args, paths: list[Path], models_dir: Path) -> None:
     from remove_background import remove
-    from remove_background.backends import cache
-    from remove_background.backends import onnx_runtime
     from remove_background.backends import run_gate
 
     images = []

@@ -172,7 +172,8 @@ def test_the_node_pack_shim_install_py_writes_runs(monkeypatch, tmp_path):
     install = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(install)
     for name in ("REMOVE_BACKGROUND_SOURCE", "REMOVE_BACKGROUND_INVOKEAI_ROOT"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what the shim sets is undone after the test
+        monkeypatch.delenv(name)
     import remove_background
 
     monkeypatch.setitem(sys.modules, "remove_background.invocation", types.ModuleType("remove_background.invocation"))

@@ -204,7 +204,6 @@ def test_sam_mask_follows_the_image_as_rembgs_does(provider):
 
     from remove_background.backends import cache
 
-    from remove_background.backends import models
 
     folder = Path(os.environ["U2NET_HOME"])  # per test (conftest.py); rembg and we both look here
     for spec, graph in zip(catalog.MODELS["sam"].files, _content_graphs()):

@@ -124,7 +124,6 @@ def test_flat_image_through_torch_gives_an_empty_mask(real_models, pipeline_side
 def test_device_downscale_is_pil_lanczos(real_models):
     """The device downscale (box reduction + PIL's LANCZOS coefficients as matrix products) equals
     inference.downscale (PIL itself) within one grey level, on odd sizes."""
-    from remove_background import catalog
     from remove_background.imaging import resample as inference
     from remove_background.pipeline import load_model
 

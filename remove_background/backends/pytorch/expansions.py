@@ -2,7 +2,7 @@
 
 ONNX Runtime's fold stores the result of every computation on constants. Most are shapes and small tensors, but a
 Swin backbone's shifted-window attention mask, built at export from a small image of window labels, becomes a
-stored ``[windows, N, N]`` tensor: a third of the weights of the Swin test network (tests/torch_nets.py), and for
+stored ``[windows, N, N]`` tensor: a third of the weights of the Swin test network (tests/support/torch_nets.py), and for
 BiRefNet at 1024², counting its windows, some 17 M values besides 242 M weights (not measured here). ``keep_out`` finds the nodes whose inputs are all constants and whose output holds at
 least ``EXPANSION`` times their inputs' values and a share ``SHARE`` of the file's weights; each such node then
 reads its inputs from new graph inputs during the fold, so ONNX Runtime cannot fold it, and ``put_back`` makes
