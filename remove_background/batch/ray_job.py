@@ -111,10 +111,9 @@ class _Remover:
             from concurrent.futures import ThreadPoolExecutor
 
             self.pool = ThreadPoolExecutor(images_at_once, thread_name_prefix="remove-background-image")
-        from ..pipeline import load_model
+        from ..pipeline import load_models
 
-        load_model(self.options.model, self.options.provider, models_dir, device, allow_download=allow_download,
-                   model_path=self.options.model_path, model_family=self.options.model_family)
+        load_models(self.options, models_dir, device, allow_download)  # the model, and its refiner when asked for
 
     def _one(self, data: bytes) -> tuple[bytes, bytes, str, float]:
         from PIL import Image
@@ -188,13 +187,12 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def preflight(options, models_dir, allow_download: bool, device: Optional[str] = None) -> None:
-    """Check the model files and the provider once, before any work: raises ModelNotAvailableError,
-    ModelChecksumError or ProviderUnavailableError with the usual messages."""
-    from ..pipeline import load_model
+    """Check the model files (the refiner's too, when the options ask for one) and the provider once, before any
+    work: raises ModelNotAvailableError, ModelChecksumError or ProviderUnavailableError with the usual messages."""
+    from ..pipeline import load_models
     from ..backends.cache import clear_sessions
 
-    load_model(options.model, options.provider, models_dir, device, allow_download=allow_download,
-               model_path=options.model_path, model_family=options.model_family)
+    load_models(options, models_dir, device, allow_download)
     clear_sessions()  # the driver does not run the model; the actors have their own sessions
 
 

@@ -56,6 +56,13 @@ class Family:
         """The model's mask for the RGB image ``rgb``, at the image's own size (H×W uint8), on the host."""
         raise NotImplementedError
 
+    def refine(self, model: "LoadedModel", rgb: Image.Image, pixels: np.ndarray, mask: np.ndarray,
+               matting: Any) -> np.ndarray:
+        """A refiner's alpha (H×W uint8) for ``mask`` on ``rgb`` (``pixels``: the same as an H×W×3 array), the
+        trimap built with ``matting``'s thresholds (imaging/matting.MattingOptions). Only refiner families (ViTMatte)
+        answer it."""
+        raise ValueError(f"{model.info.name} makes masks; it does not refine them.")
+
     def device_mask(self, model: "LoadedModel", frame: Any, options: "RemovalOptions") -> Optional[Any]:
         """The same mask as a uint8 tensor on the model's torch device, ``frame`` being the image there
         (backends/pytorch/device_work.DeviceFrame); None where this family, or these options, have no device
