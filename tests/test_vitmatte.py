@@ -36,7 +36,11 @@ pytest.importorskip("onnxruntime")
 vitmatte_graphs = pytest.importorskip("vitmatte_graphs")
 
 DEFAULT = catalog.DEFAULT_VITMATTE
-COMPARED = {catalog.VITMATTE_PREFIX + v for v in catalog.VITMATTE_VARIANTS}  # every refiner row: tested here
+ARCHITECTURE_OF = {  # every refiner row, and the architecture its graph here has (the checkpoints differ in weights)
+    "vitmatte-small-distinctions-646": "small", "vitmatte-small-composition-1k": "small",
+    "vitmatte-base-distinctions-646": "base", "vitmatte-base-composition-1k": "base",
+}
+COMPARED = set(ARCHITECTURE_OF)  # tests/test_model_families.py checks the catalog has no other refiner
 SETTINGS = [  # the trimap's settings, as remove() and rembg's vitmatte_alpha name them
     dict(foreground_threshold=240, background_threshold=10, erode_size=10),  # rembg's defaults
     dict(foreground_threshold=200, background_threshold=50, erode_size=0),  # scipy still erodes 1 px at size 0
@@ -124,6 +128,7 @@ def test_the_four_rows_are_rembgs_checkpoints():
         assert info.primary_file.url == f"{theirs['url']}/{spec['fname']}"
         assert info.primary_file.checksum == f"sha256:{spec['sha256']}"
         assert families.of(info).key == "vitmatte"
+        assert info.primary_file.approx_mb == {"small": 110, "base": 380}[ARCHITECTURE_OF[info.name]]
         assert info.commercial_use == ("composition-1k" not in variant)  # Adobe's data: non-commercial research
         assert ("NON-COMMERCIAL" in info.licence) == ("composition-1k" in variant) and "Apache-2.0" in info.licence
     assert set(catalog.REFINERS) == COMPARED and not set(catalog.REFINERS) & set(catalog.MODEL_NAMES)
