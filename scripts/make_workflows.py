@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 NODE_ID = "remove_bg"
 FORM_FIELDS = ["image", "model", "execution_provider", "mask_threshold", "mask_grow", "mask_blur",
-               "alpha_matting", "decontaminate", "output_mode"]
+               "alpha_matting", "vitmatte", "decontaminate", "output_mode"]
 SKIP_INPUTS = {"id", "type", "is_intermediate", "use_cache"}
 
 

@@ -455,3 +455,17 @@ def test_every_refiner_is_reported_by_doctor():
     doctor.routes_report(lambda line="": lines.append(line), None, ["CPUExecutionProvider"])
     row = next(line for line in lines if line.strip().startswith("vitmatte "))
     assert all(name in row for name in COMPARED)
+
+
+def test_onnx_runtime_gives_the_refiners_memory_back(pointwise_refiner, models_dir):
+    """ViTMatte's sessions run without ONNX Runtime's CPU arena (same peak and speed, nothing held between images:
+    benchmarks/bench_vitmatte.py); the segmentation models keep it."""
+    from remove_background.backends import onnx_runtime
+    from remove_background.backends.routes import plan_providers
+
+    plan = plan_providers("cpu")
+    refiner = catalog.get_model("vitmatte-small-distinctions-646")
+    path = pointwise_refiner / "vitmatte-small-distinctions-646.onnx"
+    assert not onnx_runtime.create_sessions(refiner, [path], plan)[0].get_session_options().enable_cpu_mem_arena
+    u2netp = onnx_runtime.create_sessions(catalog.get_model("u2netp"), [models_dir / "u2netp.onnx"], plan)[0]
+    assert u2netp.get_session_options().enable_cpu_mem_arena

@@ -46,6 +46,7 @@ class Family:
     edge_detail: ClassVar[bool] = False  # edge detail "high" (imaging/detail.py) applies to its masks
     torch_note: ClassVar[str] = ""  # what the torch route does for it beyond converting its file (doctor)
     custom: ClassVar[Optional[CustomRecipe]] = None  # your own file of this family: how it is fed; None: not offered
+    ort_arena: ClassVar[bool] = True  # ONNX Runtime keeps its CPU memory arena (False: memory goes back after a run)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

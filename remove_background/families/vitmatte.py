@@ -32,6 +32,10 @@ class ViTMatte(Family):
     key = "vitmatte"
     title = "ViTMatte (edge refiner)"
     torch_note = "a refiner: runs after the model's mask, on the same route"
+    # ONNX Runtime's CPU arena plus its memory pattern held 3.4 GB after three 1024² runs of ViTMatte-S (the peak of
+    # one run is 1.8 GB); without the arena the peak is the same 1.8 GB, the memory goes back after each run (0.14 GB
+    # held), and a run takes as long (benchmarks/bench_vitmatte.py)
+    ort_arena = False
 
     def mask(self, model, rgb, options):
         raise ValueError(f"{model.info.name} refines a mask, it does not make one: choose a segmentation model and "
