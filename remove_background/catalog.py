@@ -4,7 +4,7 @@ Everything else (the node's dropdown, the downloader, the docs, the tests)
 reads from ``MODELS``. The values mirror rembg 2.0.69's session classes. Each row names its family (the key of a
 class in ``families/``), which owns how the model's input is made and its output read. ``REFINERS`` holds the models
 that refine a mask rather than make one (rembg 2.0.86's four ViTMatte checkpoints, option ``vitmatte_model``); they
-are not choices of the ``model`` option. ``EVERY_MODEL`` is both tables.
+are not choices of the ``model`` option. ``every_model()`` is both tables, as they are now.
 """
 
 from __future__ import annotations
@@ -247,12 +247,16 @@ REFINERS: dict[str, ModelInfo] = {
     )
 }
 VITMATTE_VARIANTS: tuple[str, ...] = tuple(name.removeprefix(VITMATTE_PREFIX) for name in REFINERS)
-EVERY_MODEL: dict[str, ModelInfo] = {**MODELS, **REFINERS}
+
+
+def every_model() -> dict[str, ModelInfo]:
+    """The models, then the refiners: both tables as they are now (tests replace rows in either)."""
+    return {**MODELS, **REFINERS}
 
 
 def get_model(name: str) -> ModelInfo:
     """Return the catalog entry for ``name`` (a model or a refiner) or raise a ValueError listing the valid names."""
     try:
-        return EVERY_MODEL[name]
+        return MODELS[name] if name in MODELS else REFINERS[name]
     except KeyError:
         raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_NAMES)}.") from None

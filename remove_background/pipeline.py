@@ -126,7 +126,8 @@ def remove(
     ``~/.cache/remove-background/models``); rembg's own folder is searched too.
     ``device``: a torch-style device (``cuda:1``) that the ``auto`` provider follows.
     ``progress(name, done, total)``: called while a model downloads. ``allow_download``: False fails instead.
-    ``models``: where live models are kept (default: our own cache; the node passes InvokeAI's model cache).
+    ``models``: where live models are kept (default: our own cache; the node passes InvokeAI's model cache); with
+    ``vitmatte=True`` the refiner's model comes from there too, on the same route.
     Your own file: ``remove(image, model_path="my.onnx", model_family="isnet")`` (how it is fed).
     """
     if isinstance(options, str):  # remove(image, "u2net"): the model, as the first positional argument always was

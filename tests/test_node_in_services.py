@@ -309,7 +309,6 @@ def test_vitmatte_runs_beside_the_model_in_invokeais_cache(invokeai, provider, k
     info = catalog.REFINERS[name]
     unverified = dataclasses.replace(info, files=(dataclasses.replace(info.primary_file, checksum=None),))
     monkeypatch.setitem(catalog.REFINERS, name, unverified)
-    monkeypatch.setitem(catalog.EVERY_MODEL, name, unverified)
     cache.clear_sessions()
     image = horse_scene()[0]
     out = run_node(services, invocation.RemoveBackgroundInvocation(

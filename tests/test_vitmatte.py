@@ -74,7 +74,6 @@ def place(monkeypatch, tmp_path):
         info = catalog.REFINERS[name]
         unverified = dataclasses.replace(info, files=(dataclasses.replace(info.primary_file, checksum=None),))
         monkeypatch.setitem(catalog.REFINERS, name, unverified)
-        monkeypatch.setitem(catalog.EVERY_MODEL, name, unverified)
         return home
 
     yield place
@@ -432,7 +431,7 @@ def test_download_through_the_same_code_as_every_model(models_dir, monkeypatch, 
         for digest, fails in (("0" * 64, True), (hashlib.sha256(graph.read_bytes()).hexdigest(), False)):
             served = dataclasses.replace(info, files=(dataclasses.replace(info.primary_file, url=url,
                                                                           checksum=f"sha256:{digest}"),))
-            monkeypatch.setitem(catalog.EVERY_MODEL, name, served)
+            monkeypatch.setitem(catalog.REFINERS, name, served)
             run = functools.partial(remove, photo("chelsea", (200, 150)), model="u2netp", vitmatte=True,
                                     vitmatte_model="small-composition-1k", models_dir=models_dir)
             if fails:

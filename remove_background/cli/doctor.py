@@ -229,10 +229,10 @@ def models_report(f: Findings, models_dir: Optional[Path], root: Optional[Path])
     if root is not None:
         f.say(f"  node (InvokeAI at {root}): {folders['node']}")
     f.say(f"  and rembg's own downloads, used where they lie, never written: {model_files.REMBG_FOLDERS_TEXT}")
-    width = max(len(name) for name in catalog.EVERY_MODEL)
-    file_width = max(len(spec.filename) for info in catalog.EVERY_MODEL.values() for spec in info.files)
+    width = max(len(name) for name in catalog.every_model())
+    file_width = max(len(spec.filename) for info in catalog.every_model().values() for spec in info.files)
     f.say((f"  {'model':{width}} {'file':{file_width}} " + "".join(f"{name:22}" for name in folders)).rstrip())
-    for info in catalog.EVERY_MODEL.values():  # the models, then the refiners (ViTMatte)
+    for info in catalog.every_model().values():  # the models, then the refiners (ViTMatte)
         columns = [model_files.model_status(info, folder) for folder in folders.values()]
         for row, spec in enumerate(info.files):
             cells = "".join(f"{_cell(folder, *status[row][1:]):22}" for folder, status in zip(folders.values(), columns))

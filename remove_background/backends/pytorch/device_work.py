@@ -4,8 +4,8 @@ The torch backend hands a ``DeviceWork`` to ``pipeline.remove()`` where a conver
 (``LoadedModel.start``). The image goes up once (a ``DeviceFrame``), the family computes its mask there
 (``Family.device_mask``: resize in, normalise, run, mask maths, resize back), and with nothing else asked for the
 cut-out is made there too: one download of the mask and the cut-out. A step with no device version (alpha matting,
-ViTMatte's trimap and windows (its model runs on its own route: on the GPU where it converted), the refine steps,
-colour decontamination, a solid background) brings the mask to the host first and goes on there;
+ViTMatte's trimap and windows (its own model still runs on the GPU), the refine steps, colour decontamination, a
+solid background) brings the mask to the host first and goes on there;
 a family or option with no device mask (Segment Anything, edge detail "high") runs the host's steps, the model still
 on its device. On the CPU the host's steps are several times faster than the same maths in torch
 (benchmarks/bench_torch.py), so there the backend hands out the host's ``Work``.
