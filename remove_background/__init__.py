@@ -10,7 +10,7 @@ pack (its invocation machinery is already imported then), the node registers.
 
 import sys
 
-__version__ = "1.3.0"
+__version__ = "1.4.0"  # 1.4: vitmatte, vitmatte_model (learned edges)
 # 1.3: your own model file (model custom), BiRefNet HR and matting, BEN2, birefnet-general-fp16;
 # 1.2: the torch execution provider (auto runs on InvokeAI's GPU); 1.1: mask_tensor, edge_detail
 

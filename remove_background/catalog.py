@@ -2,7 +2,9 @@
 
 Everything else (the node's dropdown, the downloader, the docs, the tests)
 reads from ``MODELS``. The values mirror rembg 2.0.69's session classes. Each row names its family (the key of a
-class in ``families/``), which owns how the model's input is made and its output read.
+class in ``families/``), which owns how the model's input is made and its output read. ``REFINERS`` holds the models
+that refine a mask rather than make one (rembg 2.0.86's four ViTMatte checkpoints, option ``vitmatte_model``); they
+are not choices of the ``model`` option. ``every_model()`` is both tables, as they are now.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class ModelInfo:
     input_size: int  # square side the model runs at
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    family: str  # the key of its family class (families/): "u2net", "cloth", "isnet", "birefnet", "bria", "sam"
+    family: str  # the key of its family class (families/): "u2net", "cloth", "isnet", "birefnet", "bria", "sam",
+    # "ben", "vitmatte"
     licence: str
     commercial_use: bool
     description: str
@@ -201,10 +204,59 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 DEFAULT_MODEL = "u2netp"
 CUSTOM = "custom"  # the model choice for your own file (options: model_path and family)
 
+# rembg 2.0.86's ViTMatte checkpoints (rembg/matting.py: VARIANTS, sha256 each; its release v0.0.0). Exported from
+# hustvl's checkpoints at a fixed 1024² (VitDet builds its relative positions from the input size). The weights'
+# model cards (huggingface.co/hustvl/vitmatte-*) say Apache-2.0, the authors' code (github.com/hustvl/ViTMatte) MIT;
+# the data differ: Composition-1k is Adobe's Deep Image Matting dataset, given out under a signed agreement for
+# non-commercial research only (its users' own reports: they may not share it), so weights trained on it are
+# reported non-commercial; Distinctions-646 (HAttMatting's authors) is shared publicly for research, with no
+# licence of its own published.
+VITMATTE_PREFIX = "vitmatte-"  # a checkpoint's row name is this plus rembg's variant name (vitmatte_model)
+DEFAULT_VITMATTE = "small-distinctions-646"  # rembg's DEFAULT_VARIANT
+_VITMATTE_SOURCE = ("rembg 2.0.86 (rembg/matting.py; github.com/danielgatis/rembg, release v0.0.0), exported from "
+                    "ViTMatte's checkpoints (github.com/hustvl/ViTMatte, huggingface.co/hustvl/vitmatte-{card})")
+_VITMATTE = dict(size=1024, mean=(0.0, 0.0, 0.0), std=UNIT_STD, family="vitmatte", max_scaled=False)
+_DISTINCTIONS = ("Apache-2.0 (weights' model card; code MIT); trained on Distinctions-646, shared by its authors for "
+                 "research with no licence of its own published")
+_COMPOSITION = ("Apache-2.0 (weights' model card; code MIT), but trained on Adobe's Composition-1k, licensed for "
+                "non-commercial research only: reported NON-COMMERCIAL")
+
+
+def _vitmatte(variant: str, label: str, checksum: str, approx_mb: int, licence: str, description: str,
+              commercial_use: bool = True) -> ModelInfo:
+    return _single(VITMATTE_PREFIX + variant, label, f"{VITMATTE_PREFIX}{variant}.onnx", "sha256:" + checksum,
+                   approx_mb, licence=licence, description=description, commercial_use=commercial_use,
+                   source=_VITMATTE_SOURCE.format(card=variant), **_VITMATTE)
+
+
+REFINERS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        _vitmatte("small-distinctions-646", "Small, Distinctions-646 (default, 110 MB)",
+                  "d232841ac9d9657df3e62f6c92ed425ee25df18d337245cd8b903fc1ba183631", 110, _DISTINCTIONS,
+                  "ViTMatte-S trained on Distinctions-646 (real photographs): rembg's default."),
+        _vitmatte("small-composition-1k", "Small, Composition-1k (NON-COMMERCIAL data, 110 MB)",
+                  "659b9bb2870f80cffbe20dae4c7f18417fbdf68c0195861d24e9082c28373a24", 110, _COMPOSITION,
+                  "ViTMatte-S trained on Composition-1k (synthetic composites).", commercial_use=False),
+        _vitmatte("base-distinctions-646", "Base, Distinctions-646 (380 MB, ~2.5x the time)",
+                  "d30190833269c1bec3e37319fe67af151028d3be32f6f60f6663a51b209cc8c1", 380, _DISTINCTIONS,
+                  "ViTMatte-B trained on Distinctions-646: about 3.5x the download and 2.5x the time of small."),
+        _vitmatte("base-composition-1k", "Base, Composition-1k (NON-COMMERCIAL data, 380 MB)",
+                  "87bb10979f816061497ba6867b338c65a05cebd7d1507f6dde92a86382dec1f2", 380, _COMPOSITION,
+                  "ViTMatte-B trained on Composition-1k.", commercial_use=False),
+    )
+}
+VITMATTE_VARIANTS: tuple[str, ...] = tuple(name.removeprefix(VITMATTE_PREFIX) for name in REFINERS)
+
+
+def every_model() -> dict[str, ModelInfo]:
+    """The models, then the refiners: both tables as they are now (tests replace rows in either)."""
+    return {**MODELS, **REFINERS}
+
 
 def get_model(name: str) -> ModelInfo:
-    """Return the catalog entry for ``name`` or raise a ValueError listing the valid names."""
+    """Return the catalog entry for ``name`` (a model or a refiner) or raise a ValueError listing the valid names."""
     try:
-        return MODELS[name]
+        return MODELS[name] if name in MODELS else REFINERS[name]
     except KeyError:
         raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_NAMES)}.") from None

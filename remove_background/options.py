@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .catalog import CUSTOM, DEFAULT_MODEL, MODELS
+from .catalog import CUSTOM, DEFAULT_MODEL, DEFAULT_VITMATTE, MODELS, REFINERS, VITMATTE_PREFIX
 from .families import custom_families
 from .errors import check_range
 from .model_files import DEFAULT_FOLDER_TEXT, REMBG_FOLDERS_TEXT
@@ -27,7 +27,8 @@ from .backends.routes import PROVIDER_CHOICES
 
 GROUPS = {
     "model": "model",
-    "mask": "mask (applied in this order: alpha matting, post-process, threshold, grow/shrink, blur, invert)",
+    "mask": "mask (applied in this order, as in rembg: post-process, then ViTMatte or alpha matting, then threshold, "
+            "grow/shrink, blur, invert)",
     "output": "output",
     "prompt": "model-specific prompts",
 }
@@ -56,6 +57,7 @@ def option(default: Any, help: str, group: str, *, ge=None, le=None, labels: Opt
 MODEL_LABELS = {**{name: info.label for name, info in MODELS.items()},
                 CUSTOM: "Your own file (Model File and Model Family below)"}
 FAMILY_LABELS = custom_families()  # the families that run your own file, with how each feeds it
+VITMATTE_LABELS = {name.removeprefix(VITMATTE_PREFIX): info.label for name, info in REFINERS.items()}
 CLOTH_LABELS = {"all": "All clothes", "upper": "Upper body", "lower": "Lower body", "full": "Full body"}
 OUTPUT_LABELS = {"cutout_and_mask": "Cut-out + mask", "mask_only": "Mask only"}
 EDGE_DETAIL_LABELS = {"standard": "Standard (one pass, like rembg)",
@@ -88,17 +90,33 @@ class RemovalOptions:
                               "photos and small subjects, for about twice the model time (subjects that fill the "
                               "frame skip the second pass). Models with a plain mask only (not cloth, not sam).",
                               "model", labels=EDGE_DETAIL_LABELS)
-    alpha_matting: bool = option(False, "Closed-form alpha matting on the uncertain edge band (hair, fur), before "
-                                 "the refine steps", "mask")
-    alpha_matting_foreground_threshold: int = option(240, "Alpha matting: mask values above this are sure "
-                                                     "foreground", "mask", ge=0, le=255)
-    alpha_matting_background_threshold: int = option(10, "Alpha matting: mask values below this are sure "
-                                                     "background", "mask", ge=0, le=255)
-    alpha_matting_erode_size: int = option(10, "Alpha matting: erode the sure regions by this size in pixels",
+    alpha_matting: bool = option(False, "Closed-form alpha matting on the uncertain edge band (hair, fur), after "
+                                 "post-process and before the other refine steps", "mask")
+    alpha_matting_foreground_threshold: int = option(240, "Alpha matting and ViTMatte: mask values above this are "
+                                                     "sure foreground", "mask", ge=0, le=255)
+    alpha_matting_background_threshold: int = option(10, "Alpha matting and ViTMatte: mask values below this are "
+                                                     "sure background", "mask", ge=0, le=255)
+    alpha_matting_erode_size: int = option(10, "Alpha matting and ViTMatte: erode the sure regions by this size in "
+                                           "pixels (0 still erodes 1 pixel, as rembg's scipy erosion does)",
                                            "mask", ge=0, le=MAX_ERODE)
+    vitmatte: bool = option(False, "ViTMatte, rembg 2.0.86's learned edge refinement: a second network turns the "
+                            "mask's uncertain band (its trimap built with the three alpha matting settings above, "
+                            "whether alpha matting is on or not) into a soft alpha for hair and fur. Takes precedence "
+                            "over alpha matting; the cut-out's colours are unmixed as with decontaminate; the mask "
+                            "output is the refined alpha. Images up to 1024² are refined as rembg does it, larger ones "
+                            "at their own resolution in 1024² windows over the band only. Its checkpoint (110 or 380 "
+                            "MB) is downloaded on first use. Post-process runs before it (as in rembg); the other mask "
+                            "steps act on its alpha: threshold makes it binary again (the soft edge is lost), "
+                            "grow/shrink moves the soft edge out or in, blur softens it further, invert keeps the "
+                            "background with the same soft edge", "mask")
+    vitmatte_model: str = option(DEFAULT_VITMATTE, "Which ViTMatte checkpoint (rembg's four): small (110 MB) or base "
+                                 "(380 MB, about 2.5x the time); Distinctions-646 was trained on real photographs "
+                                 "(rembg's default), Composition-1k on Adobe's composites, whose data is licensed for "
+                                 "NON-COMMERCIAL research only", "mask", labels=VITMATTE_LABELS)
     post_process_mask: bool = option(False, "Refine step 1: rembg's morphological clean-up (removes specks, makes it "
                                      "binary)", "mask")
-    mask_threshold: int = option(0, "Refine step 2: 0 keeps the soft mask; otherwise binary, 255 where mask ≥ this",
+    mask_threshold: int = option(0, "Refine step 2: 0 keeps the soft mask; otherwise binary, 255 where mask ≥ this "
+                                 "(after alpha matting or ViTMatte, their soft edge is lost)",
                                  "mask", ge=0, le=255)
     mask_grow: int = option(0, "Refine step 3: grow the mask by this many pixels (negative shrinks)", "mask",
                             ge=-MAX_GROW, le=MAX_GROW)
@@ -157,6 +175,16 @@ class RemovalOptions:
 
         return MattingOptions(self.alpha_matting, self.alpha_matting_foreground_threshold,
                               self.alpha_matting_background_threshold, self.alpha_matting_erode_size)
+
+    @property
+    def refiner(self) -> Optional[str]:
+        """The catalog name of the refiner these options ask for (a ViTMatte checkpoint), or None."""
+        return VITMATTE_PREFIX + self.vitmatte_model if self.vitmatte else None
+
+    @property
+    def unmix_colours(self) -> bool:
+        """Whether the cut-out's colours are unmixed at soft edges: decontaminate, or ViTMatte (as rembg does)."""
+        return self.decontaminate or self.vitmatte
 
     def replace(self, **changes) -> "RemovalOptions":
         return dataclasses.replace(self, **changes)

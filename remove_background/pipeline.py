@@ -2,6 +2,8 @@
 
 One path for every model and backend: image -> 8-bit RGB (+alpha) -> the model's files, checked -> a live model
 from a ``models`` source -> the steps for this image (work.py): the family's mask, matting, refining, the cut-out.
+When the options ask for a refiner (ViTMatte), its files are checked before anything runs, and its live model is
+opened from the same source, on the same route, for the steps after the mask (``None`` when none is asked for).
 Which backend runs the model, and whether the steps around it run on its GPU, is the live model's business
 (backends/); how the model is fed and read is its family's (families/). Models come from our own bounded cache by
 default (backends/cache.OWN_MODELS), from InvokeAI's model cache in the node (invokeai_adapter/model_cache.py).
@@ -9,6 +11,7 @@ default (backends/cache.OWN_MODELS), from InvokeAI's model cache in the node (in
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +82,31 @@ def load_model(
                                             model_path=model_path, model_family=model_family))
 
 
+def refiner_request(options: RemovalOptions, models_dir: Union[str, Path, None] = None, device: Optional[str] = None,
+                    progress: Optional[model_files.Progress] = None, allow_download: bool = True):
+    """``model_request`` for the refiner ``options`` ask for (its files found or downloaded, checked), or None."""
+    if options.refiner is None:
+        return None
+    return model_request(options.refiner, options.provider, models_dir, device, progress, allow_download)
+
+
+def load_models(options: RemovalOptions, models_dir: Union[str, Path, None] = None, device: Optional[str] = None,
+                allow_download: bool = True) -> list[LoadedModel]:
+    """Every live model ``options`` need (the model, and its refiner when asked for), created now in our cache:
+    what the batch path checks before any work, and what each of its workers loads once."""
+    loaded = [load_model(options.model, options.provider, models_dir, device, allow_download=allow_download,
+                         model_path=options.model_path, model_family=options.model_family)]
+    if options.refiner is not None:
+        loaded.append(load_model(options.refiner, options.provider, models_dir, device,
+                                 allow_download=allow_download))
+    return loaded
+
+
+def _open_refiner(source: cache.ModelSource, request):
+    """The refiner's live model from ``source`` while the block runs, or None when there is none to open."""
+    return source.open(*request) if request is not None else contextlib.nullcontext(None)
+
+
 def remove(
     image: Image.Image,
     options: Union[RemovalOptions, str, None] = None,
@@ -98,7 +126,8 @@ def remove(
     ``~/.cache/remove-background/models``); rembg's own folder is searched too.
     ``device``: a torch-style device (``cuda:1``) that the ``auto`` provider follows.
     ``progress(name, done, total)``: called while a model downloads. ``allow_download``: False fails instead.
-    ``models``: where live models are kept (default: our own cache; the node passes InvokeAI's model cache).
+    ``models``: where live models are kept (default: our own cache; the node passes InvokeAI's model cache); with
+    ``vitmatte=True`` the refiner's model comes from there too, on the same route.
     Your own file: ``remove(image, model_path="my.onnx", model_family="isnet")`` (how it is fed).
     """
     if isinstance(options, str):  # remove(image, "u2net"): the model, as the first positional argument always was
@@ -109,13 +138,16 @@ def remove(
     t1 = time.perf_counter()
     info, paths, plan = model_request(opts.model, opts.provider, models_dir, device, progress, allow_download,
                                       model_path=opts.model_path, model_family=opts.model_family)
-    with (models or cache.OWN_MODELS).open(info, paths, plan) as model:
+    refiner = refiner_request(opts, models_dir, device, progress, allow_download)  # its files before any run
+    source = models or cache.OWN_MODELS
+    with source.open(info, paths, plan) as model:
         t2 = time.perf_counter()
         providers = list(model.providers)
         work = model.start(rgb, input_alpha)
         work.predict(opts)
     t3 = time.perf_counter()
-    result_image, result_mask = work.complete(opts)
+    with _open_refiner(source, refiner) as refiner_model:  # held only while the steps after the mask run
+        result_image, result_mask = work.complete(opts, refiner_model)
     t4 = time.perf_counter()
     timings = dict(decode=t1 - t0, session=t2 - t1, mask=t3 - t2, finish=t4 - t3, total=t4 - t0)
     return RemovalResult(result_image, result_mask, info.name, providers, timings)

@@ -4,10 +4,16 @@
 
     work = model.start(rgb, input_alpha)   # the backend's choice: this class, or the torch backend's DeviceWork
     work.predict(options)                  # the family's mask at the image's size (families/)
-    image, mask = work.complete(options)   # the steps after the model:
-        matte(options.matting)             #   alpha matting (imaging/matting.py), when on
-        refine(options.mask)               #   post-process, threshold, grow, blur, invert (imaging/refine.py)
+    image, mask = work.complete(options, refiner)   # the steps after the model, in rembg's order:
+        refine(post-process)               #   rembg's post_process_mask, when on (imaging/refine.py)
+        matte(options, refiner)            #   the edge step: ViTMatte with the refiner's live model when the
+                                           #   options ask for it (families/vitmatte.py), else alpha matting when
+                                           #   on (imaging/matting.py)
+        refine(the rest)                   #   threshold, grow, blur, invert (imaging/refine.py)
         finish(options)                    #   the input's own alpha in; cut-out, solid background or mask only
+
+The refiner is a second live model, opened by the pipeline beside the first from the same source (our cache, or
+InvokeAI's model cache) while ``complete`` runs; None when the options ask for none.
 
 ``Work`` does them with NumPy, PIL and OpenCV. Where a torch model runs on a GPU, the backend hands out a
 ``DeviceWork`` instead (backends/pytorch/device_work.py): the same steps on the device where they have a device
@@ -16,6 +22,7 @@ version, the mask brought to the host for the first step that has none.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
@@ -24,6 +31,9 @@ from PIL import Image
 from .imaging.compositing import combine_alpha, cutout, over_background
 from .imaging.matting import alpha_matte, decontaminate
 from .imaging.refine import refine
+
+log = logging.getLogger(__name__)
+_warned_threshold = False
 
 
 class Work:
@@ -44,18 +54,26 @@ class Work:
         """The model's mask at the image's size, as its family computes it."""
         self.mask = self.model.family.mask(self.model, self.rgb, options)
 
-    def matte(self, matting) -> None:
-        if matting.enabled:
-            self.mask = alpha_matte(self.rgb_array(), self.mask, matting)
+    def matte(self, options, refiner=None) -> None:
+        """The edge step: ViTMatte when the options brought a refiner (it takes precedence over alpha matting, and
+        reads the alpha matting thresholds whether alpha matting is on or not, as in rembg), else alpha matting."""
+        if refiner is not None:
+            self.mask = refiner.family.refine(refiner, self.rgb, self.rgb_array(), self.mask, options.matting)
+            _say_threshold_undoes(options)
+        elif options.matting.enabled:
+            self.mask = alpha_matte(self.rgb_array(), self.mask, options.matting)
 
     def refine(self, mask_options) -> None:
         if not mask_options.is_identity:
             self.mask = refine(self.mask, mask_options)
 
-    def complete(self, options) -> tuple[Image.Image, Image.Image]:
-        """The steps after the model, in their order: matting, refining, finishing."""
-        self.matte(options.matting)
-        self.refine(options.mask)
+    def complete(self, options, refiner=None) -> tuple[Image.Image, Image.Image]:
+        """The steps after the model, in their order: post-process, the edge step, the other refine steps,
+        finishing. ``refiner``: the live ViTMatte model when ``options.vitmatte`` (the pipeline opens it)."""
+        before, after = options.mask.split()
+        self.refine(before)
+        self.matte(options, refiner)
+        self.refine(after)
         return self.finish(options)
 
     def finish(self, options) -> tuple[Image.Image, Image.Image]:
@@ -66,9 +84,18 @@ class Work:
         if options.output_mode == "mask_only":
             return mask_image, mask_image
         colours = self.rgb
-        if options.decontaminate:
+        if options.unmix_colours:
             colours = Image.fromarray(decontaminate(self.rgb_array(), alpha), "RGB")
         if options.background_color is not None:
             base = np.asarray(colours) if colours is not self.rgb else self.rgb_array()
             return Image.fromarray(over_background(base, alpha, options.background_color), "RGBA"), mask_image
         return cutout(colours, alpha), mask_image
+
+
+def _say_threshold_undoes(options) -> None:
+    """Once per process: a mask threshold after ViTMatte makes its soft alpha binary again (not silently)."""
+    global _warned_threshold
+    if options.mask_threshold and not _warned_threshold:
+        _warned_threshold = True
+        log.warning("remove-background: mask_threshold %d makes ViTMatte's soft alpha binary again (it runs after "
+                    "the refiner); set it to 0 to keep the refined edge.", options.mask_threshold)

@@ -165,6 +165,41 @@ def test_missing_model_fails_before_any_work(images, tmp_path):
     assert code == 2 and not out.exists()
 
 
+def test_vitmatte_through_the_batch_path(local_ray, weights, tmp_path):
+    """vitmatte and vitmatte_model travel to the workers, which load the refiner beside the model; a missing
+    checkpoint fails before any work. The checkpoint here is a graph with ViTMatte's input and output
+    (tests/vitmatte_graphs.py), recorded as verified against the catalog's sha256 the way model_files remembers a
+    hashed file, since the workers read the catalog as it is."""
+    import shutil
+
+    import vitmatte_graphs
+    from skimage import data
+
+    from remove_background import catalog, model_files
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, name in enumerate(("astronaut", "chelsea")):
+        Image.fromarray(getattr(data, name)()).resize((300 + 40 * i, 220)).save(inputs / f"{name}.png")
+    options = {"model": "u2netp", "vitmatte": True, "vitmatte_model": "small-composition-1k"}
+    with pytest.raises(ModelNotAvailableError, match="vitmatte-small-composition-1k.onnx"):
+        batch.run_batch(inputs, tmp_path / "none", options, models_dir=weights, allow_download=False, progress=False)
+    assert not (tmp_path / "none").exists()
+
+    folder = tmp_path / "models"
+    shutil.copytree(weights, folder)
+    graph = vitmatte_graphs.pointwise(folder, "vitmatte-small-composition-1k.onnx")
+    model_files._remember_verified(graph, catalog.REFINERS["vitmatte-small-composition-1k"].primary_file.checksum)
+    report = batch.run_batch(inputs, tmp_path / "out", options, workers=1, models_dir=folder, allow_download=False,
+                             progress=False)
+    assert (report.done, report.failed) == (2, [])
+    for src in inputs.iterdir():
+        mask = bo.output_paths(tmp_path / "out", Path(src.name), mask_only=False)[1]
+        with Image.open(src) as image:
+            want = remove(image, models_dir=folder, allow_download=False, **options).mask
+        assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(want))
+
+
 def test_unavailable_provider_fails_before_any_work(images, weights, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ProviderUnavailableError):

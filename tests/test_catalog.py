@@ -84,6 +84,21 @@ def test_readme_model_table_is_generated_from_the_catalog():
     assert readme.split(BEGIN)[1].split(END)[0].strip() == table()
 
 
+def test_readme_refiner_table_is_generated_from_the_catalog():
+    """ViTMatte's checkpoints: their own table between their own markers, one row each, licences from the catalog."""
+    from conftest import ROOT
+    from models_table import REFINERS_BEGIN, REFINERS_END, refiner_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(REFINERS_BEGIN) == readme.count(REFINERS_END) == 1
+    assert readme.split(REFINERS_BEGIN)[1].split(REFINERS_END)[0].strip() == refiner_table()
+    lines = refiner_table().splitlines()
+    assert len(lines) == 2 + len(catalog.REFINERS)
+    for info in catalog.REFINERS.values():
+        row = next(line for line in lines if info.primary_file.filename in line)
+        assert info.licence in row and ("non-commercial" in row) == (not info.commercial_use)
+
+
 def test_the_table_has_a_row_per_file_and_says_what_each_needs():
     from support.models_table import table
 

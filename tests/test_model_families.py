@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from remove_background import catalog
+from remove_background import catalog, families
 
 from remove_background.backends import cache, models
 from remove_background.pipeline import remove
@@ -324,6 +324,15 @@ def test_every_catalog_model_but_sam_is_compared_here():
     from test_newer_models import OFFICIAL
 
     assert set(REMBG_CLASSES) | {"sam", "birefnet-general-fp16"} | set(OFFICIAL) == set(catalog.MODEL_NAMES)
+
+
+def test_every_refiner_is_compared_in_test_vitmatte():
+    """rembg 2.0.86's ViTMatte checkpoints (catalog.REFINERS): against its own vitmatte_alpha and remove() on
+    exported graphs of each checkpoint's architecture, in tests/test_vitmatte.py."""
+    from test_vitmatte import COMPARED
+
+    assert set(catalog.REFINERS) == COMPARED
+    assert {families.of(info).key for info in catalog.REFINERS.values()} == {"vitmatte"}
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

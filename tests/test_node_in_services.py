@@ -285,3 +285,43 @@ def test_your_own_file_through_the_node_and_invokeais_cache(invokeai):
                                                      model_file=bad, model_family="u2net")
         with pytest.raises(ModelFileError, match="inside|outside"):
             run_node(services, node)
+
+
+@pytest.mark.parametrize("provider, key_suffix", [("auto", ""), ("torch", "#torch")])
+def test_vitmatte_runs_beside_the_model_in_invokeais_cache(invokeai, provider, key_suffix, monkeypatch):
+    """vitmatte through the node: the refiner's file (a ViTMatte-S graph, tests/vitmatte_graphs.py) loads through
+    InvokeAI's model cache like the model's, on the same route (ONNX Runtime on the CPU here; the torch route
+    converts it), and both are held there beside each other; the mask is the API's."""
+    import dataclasses
+
+    vitmatte_graphs = pytest.importorskip("vitmatte_graphs")
+    pytest.importorskip("transformers")
+    services, invocation = invokeai
+    from invokeai.invocation_api import ImageField
+    from remove_background import catalog, remove
+    from remove_background.backends import cache
+
+    folder = services.configuration.models_path / "rembg"
+    name = catalog.VITMATTE_PREFIX + catalog.DEFAULT_VITMATTE
+    target = folder / f"{name}.onnx"
+    if not target.exists():
+        target.symlink_to(vitmatte_graphs.exported("small"))
+    info = catalog.REFINERS[name]
+    unverified = dataclasses.replace(info, files=(dataclasses.replace(info.primary_file, checksum=None),))
+    monkeypatch.setitem(catalog.REFINERS, name, unverified)
+    cache.clear_sessions()
+    image = horse_scene()[0]
+    out = run_node(services, invocation.RemoveBackgroundInvocation(
+        id=f"vm-{provider}", image=ImageField(image_name=upload(services, image)), execution_provider=provider,
+        vitmatte=True, use_cache=False))
+    assert len(cache.CACHE) == 0
+    ram_cache = services.model_manager.load.ram_cache
+    for path in (folder / "u2netp.onnx", target):
+        record = ram_cache.get(f"{path}{key_suffix}")  # raises IndexError when InvokeAI's cache does not hold it
+        assert 0.8 * path.stat().st_size < record.cached_model.total_bytes() < 1.2 * path.stat().st_size
+    mask = np.asarray(services.image_files.get(out.mask.image_name))
+    expected = remove(image, model="u2netp", provider=provider, vitmatte=True, models_dir=folder).mask
+    assert np.array_equal(mask, np.asarray(expected))
+    plain = remove(image, model="u2netp", provider=provider, models_dir=folder).mask
+    assert not np.array_equal(mask, np.asarray(plain))  # the refiner ran
+    cache.clear_sessions()

@@ -152,6 +152,32 @@ def test_alpha_matting_beats_the_thresholded_mask_on_soft_edges():
     assert mae_matting < 0.5 * mae_threshold, (mae_matting, mae_threshold)
 
 
+@pytest.mark.parametrize("erode", [0, 1, 2, 5, 10])
+def test_trimap_is_rembgs_scipy_erosion(erode):
+    """rembg builds its trimap (alpha matting and ViTMatte alike) with scipy's binary_erosion: a square of the erode
+    size, scipy's 3×3 cross at size 0 (one pixel still goes), the foreground eroded from the image border, the
+    background not. Ours does it with OpenCV: equal, even sizes included."""
+    from scipy.ndimage import binary_erosion
+
+    rng = np.random.default_rng(erode)
+    mask = cv2_blur(rng.integers(0, 256, (121, 163)).astype(np.uint8))
+    options = RemovalOptions(alpha_matting_erode_size=erode, alpha_matting_foreground_threshold=150,
+                             alpha_matting_background_threshold=100).matting
+    structure = np.ones((erode, erode), np.uint8) if erode else None
+    expected = np.full(mask.shape, 128, np.uint8)
+    expected[binary_erosion(mask > 150, structure=structure)] = 255
+    expected[binary_erosion(mask < 100, structure=structure, border_value=1)] = 0
+    assert np.array_equal(matting.trimap(mask, options), expected)
+    assert (expected == 128).any() and (expected == 255).any() and (expected == 0).any()
+
+
+def cv2_blur(noise: np.ndarray) -> np.ndarray:
+    import cv2
+
+    smooth = cv2.GaussianBlur(noise, (0, 0), 9).astype(np.float32)
+    return ((smooth - smooth.min()) * 255 / (smooth.max() - smooth.min())).astype(np.uint8)
+
+
 def test_alpha_matting_without_foreground_falls_back_with_a_warning(caplog):
     mask = np.full((50, 50), 100, np.uint8)
     out = matting.alpha_matte(np.zeros((50, 50, 3), np.uint8), mask, RemovalOptions(alpha_matting=True).matting)

@@ -48,7 +48,7 @@ def family_words() -> set[str]:
     families/ may use."""
     from remove_background import catalog
 
-    return {m.family for m in catalog.MODELS.values()} | {"minmax", "sigmoid_minmax", "clip_minmax"}
+    return {m.family for m in catalog.every_model().values()} | {"minmax", "sigmoid_minmax", "clip_minmax"}
 
 
 def _family_terms(node: ast.AST, words: set[str]) -> list[str]:

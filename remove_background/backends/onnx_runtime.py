@@ -47,11 +47,13 @@ def session_options(ort) -> Any:
 def create_sessions(info: ModelInfo, paths: list[Path], plan: ProviderPlan) -> list:
     """ONNX Runtime sessions for ``paths`` on ``plan``'s providers; raises if its accelerator did not load. A
     half-precision row runs its files' float16 twins (half_precision.py)."""
+    from .. import families
     from .half_precision import backend_paths
 
     paths = backend_paths(info, paths)
     ort = import_onnxruntime()
     opts = session_options(ort)
+    opts.enable_cpu_mem_arena = families.of(info).ort_arena  # the family's (ViTMatte: memory back after a run)
     sessions = [_session(ort, path, opts, plan) for path in paths]
     check_loaded(plan, list(sessions[0].get_providers()), info.name)
     return sessions

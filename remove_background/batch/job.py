@@ -87,16 +87,17 @@ def check_route(job: BatchJob, device: Optional[str]) -> None:
 
 
 def preflight(job: BatchJob) -> None:
-    """Before any work, on the driver: the model's files are here and verified, or downloaded once here
-    (ModelNotAvailableError, ModelChecksumError), and the provider can be planned for the workers. No session is
+    """Before any work, on the driver: the model's files (and the refiner's, when the options ask for one) are here
+    and verified, or downloaded once here (ModelNotAvailableError, ModelChecksumError), and the provider can be planned for the workers. No session is
     created: only the workers run the model (a session here would be thrown away, and with ``auto`` on a GPU
     machine it would be a whole torch conversion)."""
-    from ..pipeline import model_request
+    from ..pipeline import model_request, refiner_request
 
     opts = job.options
     device = worker_device(opts.provider, job.gpus_per_worker or 0.0) or "cpu"
     model_request(opts.model, opts.provider, job.models_dir, device, allow_download=job.allow_download,
                   model_path=opts.model_path, model_family=opts.model_family)
+    refiner_request(opts, job.models_dir, device, allow_download=job.allow_download)  # ViTMatte's, when asked for
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,9 @@ class _Remover:
             self.pool = ThreadPoolExecutor(images_at_once, thread_name_prefix="remove-background-image")
         self.setup_error = ""
         try:
-            from ..pipeline import load_model
+            from ..pipeline import load_models
 
-            load_model(self.options.model, self.options.provider, models_dir, device, allow_download=allow_download,
-                       model_path=self.options.model_path, model_family=self.options.model_family)
+            load_models(self.options, models_dir, device, allow_download)  # the model, and its refiner if asked for
         except Exception as e:  # the driver stops the job with it (see the class docstring)
             self.setup_error = f"{type(e).__name__}: {e}"
 

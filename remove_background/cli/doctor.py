@@ -229,13 +229,15 @@ def models_report(f: Findings, models_dir: Optional[Path], root: Optional[Path])
     if root is not None:
         f.say(f"  node (InvokeAI at {root}): {folders['node']}")
     f.say(f"  and rembg's own downloads, used where they lie, never written: {model_files.REMBG_FOLDERS_TEXT}")
-    f.say((f"  {'model':22} {'file':34} " + "".join(f"{name:22}" for name in folders)).rstrip())
-    for info in catalog.MODELS.values():
+    width = max(len(name) for name in catalog.every_model())
+    file_width = max(len(spec.filename) for info in catalog.every_model().values() for spec in info.files)
+    f.say((f"  {'model':{width}} {'file':{file_width}} " + "".join(f"{name:22}" for name in folders)).rstrip())
+    for info in catalog.every_model().values():  # the models, then the refiners (ViTMatte)
         columns = [model_files.model_status(info, folder) for folder in folders.values()]
         for row, spec in enumerate(info.files):
             cells = "".join(f"{_cell(folder, *status[row][1:]):22}" for folder, status in zip(folders.values(), columns))
             note = "" if info.commercial_use else "non-commercial licence"
-            f.say(f"  {info.name:22} {spec.filename:34} {cells}{note}".rstrip())
+            f.say(f"  {info.name:{width}} {spec.filename:{file_width}} {cells}{note}".rstrip())
     f.say("  present = found, not yet checksum-verified (verified on first use); * = in rembg's own folder")
     for name, command in fetch.items():
         f.say(f"  fetch one now for the {name}: {command}")

@@ -19,8 +19,9 @@ def parser() -> argparse.ArgumentParser:
         description="Download model files now (they are also downloaded on first use), checked against the "
                     "catalog's checksums; a file already there is checked, not downloaded again. Exit code 0: all "
                     "there; 1: a download failed (nothing partial is left); 2: a bad option; 130: interrupted.")
-    p.add_argument("models", nargs="+", choices=catalog.MODEL_NAMES, metavar="MODEL",
-                   help=f"one or more of: {', '.join(catalog.MODEL_NAMES)}")
+    p.add_argument("models", nargs="+", choices=list(catalog.every_model()), metavar="MODEL",
+                   help=f"one or more of: {', '.join(catalog.every_model())} (the vitmatte-* files are the "
+                        "ViTMatte refiner's checkpoints, option --vitmatte-model)")
     p.add_argument("--models-dir", type=Path,
                    help=f"where to put them (default: {model_files.DEFAULT_FOLDER_TEXT}, the folder the "
                         "command line reads; for InvokeAI's node: <InvokeAI models dir>/rembg)")

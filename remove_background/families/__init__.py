@@ -43,10 +43,10 @@ def of(info) -> Family:
 
 
 def members(family: Family) -> list:
-    """The catalog entries of ``family``."""
-    from ..catalog import MODELS
+    """The catalog entries of ``family`` (models and refiners)."""
+    from ..catalog import every_model
 
-    return [m for m in MODELS.values() if m.family == family.key]
+    return [m for m in every_model().values() if m.family == family.key]
 
 
 def custom_families() -> dict[str, str]:
@@ -62,10 +62,10 @@ def _custom_order(item) -> int:
 
 def all_families() -> list[Family]:
     """Every registered family, in the order the catalog first names them (then any others)."""
-    from ..catalog import MODELS
+    from ..catalog import every_model
 
     _load_all()
-    order = list(dict.fromkeys(m.family for m in MODELS.values()))
+    order = list(dict.fromkeys(m.family for m in every_model().values()))
     return [REGISTRY[k] for k in order if k in REGISTRY] + [f for k, f in REGISTRY.items() if k not in order]
 
 

@@ -46,6 +46,7 @@ class Family:
     edge_detail: ClassVar[bool] = False  # edge detail "high" (imaging/detail.py) applies to its masks
     torch_note: ClassVar[str] = ""  # what the torch route does for it beyond converting its file (doctor)
     custom: ClassVar[Optional[CustomRecipe]] = None  # your own file of this family: how it is fed; None: not offered
+    ort_arena: ClassVar[bool] = True  # ONNX Runtime keeps its CPU memory arena (False: memory goes back after a run)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -55,6 +56,13 @@ class Family:
     def mask(self, model: "LoadedModel", rgb: Image.Image, options: "RemovalOptions") -> np.ndarray:
         """The model's mask for the RGB image ``rgb``, at the image's own size (H×W uint8), on the host."""
         raise NotImplementedError
+
+    def refine(self, model: "LoadedModel", rgb: Image.Image, pixels: np.ndarray, mask: np.ndarray,
+               matting: Any) -> np.ndarray:
+        """A refiner's alpha (H×W uint8) for ``mask`` on ``rgb`` (``pixels``: the same as an H×W×3 array), the
+        trimap built with ``matting``'s thresholds (imaging/matting.MattingOptions). Only refiner families (ViTMatte)
+        answer it."""
+        raise ValueError(f"{model.info.name} makes masks; it does not refine them.")
 
     def device_mask(self, model: "LoadedModel", frame: Any, options: "RemovalOptions") -> Optional[Any]:
         """The same mask as a uint8 tensor on the model's torch device, ``frame`` being the image there

@@ -1,5 +1,5 @@
-"""Mask refinement, in one fixed order (documented in the README). Alpha matting, when
-asked for, runs before these steps, on the model's own mask (see ``matting``).
+"""Mask refinement, in one fixed order (documented in the README). The edge step (alpha matting or ViTMatte), when
+asked for, runs between step 1 and step 2, as in rembg (``MaskOptions.split``).
 
 1. ``post_process``: rembg's morphological clean-up (open 3×3, blur, binarise at 127)
 2. ``threshold``: 0 keeps the soft mask; t > 0 makes it binary (255 where mask ≥ t)
@@ -12,10 +12,9 @@ Every step works on uint8 H×W arrays and returns a new array.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,11 @@ class MaskOptions:
     @property
     def is_identity(self) -> bool:
         return not (self.post_process or self.threshold or self.grow or self.blur or self.invert)
+
+    def split(self) -> tuple["MaskOptions", "MaskOptions"]:
+        """(step 1 alone, steps 2-5): rembg post-processes the model's mask before its edge step (alpha matting,
+        ViTMatte), and our own steps come after it."""
+        return (replace(self, threshold=0, grow=0, blur=0.0, invert=False), replace(self, post_process=False))
 
 
 def post_process(mask: np.ndarray) -> np.ndarray:

@@ -31,8 +31,8 @@ from ..catalog import CUSTOM
 from ..custom_models import file_in_folder
 from ..model_files import invokeai_models_dir
 from .model_cache import InvokeAIModels
-from ..options import (CLOTH_LABELS, EDGE_DETAIL_LABELS, FAMILY_LABELS, MODEL_LABELS, OUTPUT_LABELS, RemovalOptions,
-                       node_input, node_name)
+from ..options import (CLOTH_LABELS, EDGE_DETAIL_LABELS, FAMILY_LABELS, MODEL_LABELS, OUTPUT_LABELS, VITMATTE_LABELS,
+                       RemovalOptions, node_input, node_name)
 from ..pipeline import remove
 from ..backends.routes import PROVIDER_CHOICES
 
@@ -45,6 +45,7 @@ ProviderName = Literal[tuple(PROVIDER_CHOICES)]  # type: ignore[valid-type]
 OutputMode = Literal[tuple(OUTPUT_LABELS)]  # type: ignore[valid-type]
 ClothCategory = Literal[tuple(CLOTH_LABELS)]  # type: ignore[valid-type]
 EdgeDetail = Literal[tuple(EDGE_DETAIL_LABELS)]  # type: ignore[valid-type]
+VitMatteModel = Literal[tuple(VITMATTE_LABELS)]  # type: ignore[valid-type]
 # Options the node shows in a shape of its own (options.py): converted in RemoveBackgroundInvocation.options().
 NODE_SHAPED = {"model_path": ("model_file",), "model_family": ("model_family",),
                "background_color": ("background", "background_color"), "sam_point": ("sam_point_x", "sam_point_y"),
@@ -118,6 +119,8 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
     alpha_matting_foreground_threshold: int = InputField(**node_input("alpha_matting_foreground_threshold"))
     alpha_matting_background_threshold: int = InputField(**node_input("alpha_matting_background_threshold"))
     alpha_matting_erode_size: int = InputField(**node_input("alpha_matting_erode_size"))
+    vitmatte: bool = InputField(**node_input("vitmatte"))
+    vitmatte_model: VitMatteModel = InputField(**node_input("vitmatte_model"))
     decontaminate: bool = InputField(**node_input("decontaminate"))
     background: Literal["transparent", "color"] = InputField(
         default="transparent",

@@ -20,7 +20,7 @@ from support import ROOT
 
 NODE_ID = "remove_bg"
 FORM_FIELDS = ["image", "model", "execution_provider", "mask_threshold", "mask_grow", "mask_blur",
-               "alpha_matting", "decontaminate", "output_mode"]
+               "alpha_matting", "vitmatte", "decontaminate", "output_mode"]
 SKIP_INPUTS = {"id", "type", "is_intermediate", "use_cache"}
 
 

@@ -1,7 +1,8 @@
-"""The README's model table, made from the catalog (the one source of model facts): ``table()``.
+"""The README's model tables, made from the catalog (the one source of model facts): ``table()`` for the models,
+``refiner_table()`` for ViTMatte's checkpoints.
 
-``PYTHONPATH=tests python -m support.models_table`` prints it; ``--write`` puts it into README.md between the two
-markers (tests/test_catalog.py checks the README's copy is current).
+``PYTHONPATH=tests python -m support.models_table`` prints them; ``--write`` puts each into README.md between its
+two markers (tests/test_catalog.py checks the README's copies are current).
 """
 
 import sys
@@ -10,6 +11,8 @@ from support import ROOT
 
 BEGIN = "<!-- models table: PYTHONPATH=tests python -m support.models_table --write -->"
 END = "<!-- end of models table -->"
+REFINERS_BEGIN = "<!-- refiners table: PYTHONPATH=tests python -m support.models_table --write -->"
+REFINERS_END = "<!-- end of refiners table -->"
 README = ROOT / "README.md"
 
 
@@ -36,11 +39,26 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def refiner_table() -> str:
+    """One row per ViTMatte checkpoint: the ``vitmatte_model`` value, its file, checksum, size and licence."""
+    from remove_background.catalog import REFINERS, VITMATTE_PREFIX
+
+    rows = ["| `vitmatte_model` | file in `<models>/rembg/` | checksum | size | licence |", "|---|---|---|---|---|"]
+    for info in REFINERS.values():
+        f = info.primary_file
+        licence = info.licence if info.commercial_use else f"**non-commercial**: {info.licence}"
+        rows.append(f"| `{info.name.removeprefix(VITMATTE_PREFIX)}` | [`{f.filename}`]({f.url}) | `{f.checksum}` "
+                    f"| ~{f.approx_mb} MB | {licence} |")
+    return "\n".join(rows)
+
+
 def write_readme() -> None:
     text = README.read_text()
-    head, rest = text.split(BEGIN)
-    README.write_text(f"{head}{BEGIN}\n{table()}\n{END}{rest.split(END, 1)[1]}")
+    for begin, end, made in ((BEGIN, END, table()), (REFINERS_BEGIN, REFINERS_END, refiner_table())):
+        head, rest = text.split(begin)
+        text = f"{head}{begin}\n{made}\n{end}{rest.split(end, 1)[1]}"
+    README.write_text(text)
 
 
 if __name__ == "__main__":
-    write_readme() if "--write" in sys.argv[1:] else print(table())
+    write_readme() if "--write" in sys.argv[1:] else print(f"{table()}\n\n{refiner_table()}")

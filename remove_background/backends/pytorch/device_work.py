@@ -4,7 +4,8 @@ The torch backend hands a ``DeviceWork`` to ``pipeline.remove()`` where a conver
 (``LoadedModel.start``). The image goes up once (a ``DeviceFrame``), the family computes its mask there
 (``Family.device_mask``: resize in, normalise, run, mask maths, resize back), and with nothing else asked for the
 cut-out is made there too: one download of the mask and the cut-out. A step with no device version (alpha matting,
-the refine steps, colour decontamination, a solid background) brings the mask to the host first and goes on there;
+ViTMatte's trimap and windows (its own model still runs on the GPU), the refine steps, colour decontamination, a
+solid background) brings the mask to the host first and goes on there;
 a family or option with no device mask (Segment Anything, edge detail "high") runs the host's steps, the model still
 on its device. On the CPU the host's steps are several times faster than the same maths in torch
 (benchmarks/bench_torch.py), so there the backend hands out the host's ``Work``.
@@ -44,10 +45,10 @@ class DeviceWork(Work):
                 self.mask = self.frame.download(self.device_mask)
             self.device_mask = None
 
-    def matte(self, matting) -> None:
-        if matting.enabled:
+    def matte(self, options, refiner=None) -> None:
+        if refiner is not None or options.matting.enabled:
             self._to_host()
-        super().matte(matting)
+        super().matte(options, refiner)
 
     def refine(self, mask_options) -> None:
         if not mask_options.is_identity:
@@ -55,7 +56,7 @@ class DeviceWork(Work):
         super().refine(mask_options)
 
     def finish(self, options) -> tuple[Image.Image, Image.Image]:
-        if self.device_mask is None or options.decontaminate or options.background_color is not None:
+        if self.device_mask is None or options.unmix_colours or options.background_color is not None:
             self._to_host()
             return super().finish(options)
         with self.frame.torch.inference_mode():
