@@ -5,7 +5,7 @@ Ours above 1024²: the model at the image's own resolution, in 1024² windows ov
 (families/vitmatte.py, imaging/windows.py). Against rembg's way on the same image: the whole image and trimap squeezed
 to 1024², one run, the alpha resized back (which our family does up to 1024²: ``squeezed``). The graph is ViTMatte-S
 (transformers' VitMatteForImageMatting, hustvl's small configuration, random weights, exported at 1024² as rembg's
-checkpoints were: tests/vitmatte_graphs.py); the time of a window is the real architecture's, the alpha is not
+checkpoints were: tests/support/vitmatte_graphs.py); the time of a window is the real architecture's, the alpha is not
 meaningful. Each row runs in a fresh process on ONNX Runtime's CPU provider: a photo scaled to the size, a soft-edged
 subject (skimage's horse, blurred in proportion to the image) filling the frame or small in one corner.
 
@@ -14,7 +14,7 @@ are loaded, and read after the refiner ran: "refiner peak" is what the refiner i
 the blend's strip, its trimap and output), "process peak" the whole process's peak including the image. Ours should
 stay near the same refiner peak at 6000×4000 as at 3000×2000 (bounded by the windows and one strip, not the image).
 
-    python benchmarks/bench_vitmatte.py            # needs transformers and torch (to export the graph once)
+    bash benchmarks/run.sh bench_vitmatte          # needs transformers and torch (to export the graph once)
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"  # the graph recipe (vitmatte_graphs.py), read from the clone
 ROWS = [  # (label, width, height, subject, how)
     ("6000×4000, subject fills the frame", 6000, 4000, "full", "windows"),
     ("6000×4000, small subject in a corner", 6000, 4000, "corner", "windows"),
@@ -35,8 +34,7 @@ ROWS = [  # (label, width, height, subject, how)
 
 
 def graph() -> Path:
-    sys.path.insert(0, str(TESTS))
-    import vitmatte_graphs
+    from support import vitmatte_graphs
 
     return vitmatte_graphs.exported("small")
 

@@ -73,3 +73,28 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture
+def place(monkeypatch):
+    """``place(name, **changes)``: write ``name``'s graph where rembg and we look for it, and give our catalog entry
+    ``checksum=None`` (plus ``changes``, for the tests that plant a wrong constant). Returns the folder."""
+    import dataclasses
+
+    from remove_background import catalog
+    from remove_background.backends import cache
+    from support.family_graphs import family_graph
+
+    home = Path(os.environ["U2NET_HOME"])  # per test (see _isolate_rembg_home)
+    monkeypatch.setenv("MODEL_CHECKSUM_DISABLED", "1")
+
+    def place(name: str, **changes) -> Path:
+        info = catalog.MODELS[name]
+        assert info.primary_file.filename == f"{name}.onnx"  # rembg's file name is <session name>.onnx
+        (home / f"{name}.onnx").write_bytes(family_graph(name))
+        unverified = dataclasses.replace(info.primary_file, checksum=None)
+        monkeypatch.setitem(catalog.MODELS, name, dataclasses.replace(info, files=(unverified,), **changes))
+        return home
+
+    yield place
+    cache.clear_sessions()  # the graphs' sessions are of no use to any other test

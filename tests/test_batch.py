@@ -168,11 +168,11 @@ def test_missing_model_fails_before_any_work(images, tmp_path):
 def test_vitmatte_through_the_batch_path(local_ray, weights, tmp_path):
     """vitmatte and vitmatte_model travel to the workers, which load the refiner beside the model; a missing
     checkpoint fails before any work. The checkpoint here is a graph with ViTMatte's input and output
-    (tests/vitmatte_graphs.py), recorded as verified against the catalog's sha256 the way model_files remembers a
+    (tests/support/vitmatte_graphs.py), recorded as verified against the catalog's sha256 the way model_files remembers a
     hashed file, since the workers read the catalog as it is."""
     import shutil
 
-    import vitmatte_graphs
+    from support import vitmatte_graphs
     from skimage import data
 
     from remove_background import catalog, model_files

@@ -1,5 +1,5 @@
 """Issue 25's models against their references, on ONNX graphs built here with each family's input and output (the
-graphs of tests/test_model_families.py: random convolutions, a 16x pool, a linear Resize; sigmoid or logits as the
+graphs of tests/support/family_graphs.py: random convolutions, a 16x pool, a linear Resize; sigmoid or logits as the
 family's files end), through the public ``remove()`` on ONNX Runtime, the torch route and its device steps:
 
 - your own file, per family, against rembg 2.0.86's u2net_custom, dis_custom and ben_custom
@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support.newer_references import ben2_official, birefnet_official, converter_on_path, rembg_masks
+from support.newer_references import OFFICIAL, birefnet_official, converter_on_path, rembg_masks
 from remove_background import ModelFileError, ModelNotAvailableError, catalog, remove
 from remove_background.backends import cache
-from test_model_families import (PROVIDERS, cases, family_graph, mask_departures, ort_session, photo,  # noqa: F401
-                                 place, resized_like_rembg, use)
+from support.family_graphs import (PROVIDERS, cases, family_graph, mask_departures, ort_session, photo,
+                                   resized_like_rembg, use)
 
 onnx = pytest.importorskip("onnx")
 pytestmark = pytest.mark.slow
@@ -38,8 +38,6 @@ CUSTOM = {  # family -> (rembg 2.0.86's session, a catalog model whose graph has
     "isnet": ("dis_custom", "isnet-general-use"),
     "ben": ("ben_custom", "isnet-general-use"),
 }
-OFFICIAL = {"birefnet-hr": birefnet_official, "birefnet-hr-matting": birefnet_official,
-            "birefnet-matting": birefnet_official, "ben2-base": ben2_official}
 # Against the authors' steps (other resize filters, no min-max stretch for BiRefNet): mean grey-level difference and
 # share of pixels on the same side of 127.
 OFFICIAL_BOUNDS = (1.5, 0.995)

@@ -289,12 +289,12 @@ def test_your_own_file_through_the_node_and_invokeais_cache(invokeai):
 
 @pytest.mark.parametrize("provider, key_suffix", [("auto", ""), ("torch", "#torch")])
 def test_vitmatte_runs_beside_the_model_in_invokeais_cache(invokeai, provider, key_suffix, monkeypatch):
-    """vitmatte through the node: the refiner's file (a ViTMatte-S graph, tests/vitmatte_graphs.py) loads through
+    """vitmatte through the node: the refiner's file (a ViTMatte-S graph, tests/support/vitmatte_graphs.py) loads through
     InvokeAI's model cache like the model's, on the same route (ONNX Runtime on the CPU here; the torch route
     converts it), and both are held there beside each other; the mask is the API's."""
     import dataclasses
 
-    vitmatte_graphs = pytest.importorskip("vitmatte_graphs")
+    vitmatte_graphs = pytest.importorskip("support.vitmatte_graphs")
     pytest.importorskip("transformers")
     services, invocation = invokeai
     from invokeai.invocation_api import ImageField

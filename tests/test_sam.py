@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from remove_background.families import sam
+from support.sam_graphs import graph_models
 from remove_background.families.sam import options_prompt
 from remove_background.options import RemovalOptions
 
@@ -31,47 +32,6 @@ def _session(model):
 @pytest.fixture(scope="module")
 def graphs():
     return tuple(_session(m) for m in graph_models())
-
-
-def graph_models():
-    """(encoder, decoder) ONNX models with SAM's input and output names (see the module's docstring)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    f = TensorProto.FLOAT
-    enc = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[0, 1], keepdims=1),
-         helper.make_node("Reshape", ["m", "shape"], ["image_embeddings"])],
-        "encoder", [helper.make_tensor_value_info("x", f, [sam.FRAME_H, sam.FRAME_W, 3])],
-        [helper.make_tensor_value_info("image_embeddings", f, [1, 3, 1, 1])],
-        [numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "shape")])
-    gy, gx = np.mgrid[0:sam.FRAME_H, 0:sam.FRAME_W].astype(np.float32)
-    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
-    inputs = [helper.make_tensor_value_info(n, f, None) for n in names]
-    nodes = [
-        helper.make_node("Slice", ["point_coords", "s0", "s1", "ax"], ["p"]),  # the first point: [1, 1, 2]
-        helper.make_node("Split", ["p"], ["px", "py"], axis=2),
-        helper.make_node("Sub", ["gx", "px"], ["dx"]), helper.make_node("Sub", ["gy", "py"], ["dy"]),
-        helper.make_node("Mul", ["dx", "dx"], ["dx2"]), helper.make_node("Mul", ["dy", "dy"], ["dy2"]),
-        helper.make_node("Add", ["dx2", "dy2"], ["d2"]),
-        helper.make_node("Sub", ["r2", "d2"], ["disc"]),
-        helper.make_node("ReduceSum", ["image_embeddings"], ["e"], keepdims=0),
-        helper.make_node("Mul", ["e", "zero"], ["e0"]),
-        helper.make_node("Add", ["disc", "e0"], ["masks"]),
-        helper.make_node("Identity", ["e"], ["iou_predictions"]),
-        helper.make_node("Identity", ["e"], ["low_res_masks"]),
-    ]
-    consts = [numpy_helper.from_array(a, n) for a, n in [
-        (gx[None, None], "gx"), (gy[None, None], "gy"), (np.array(150.0**2, np.float32), "r2"),
-        (np.array(0.0, np.float32), "zero"), (np.array([0, 0], np.int64), "s0"), (np.array([1, 1], np.int64), "s1"),
-        (np.array([0, 1], np.int64), "ax")]]
-    dec = helper.make_graph(nodes, "decoder", inputs,
-                            [helper.make_tensor_value_info(n, f, None) for n in ("masks", "iou_predictions",
-                                                                                 "low_res_masks")], consts)
-    opset = [helper.make_opsetid("", 13)]
-    models = helper.make_model(enc, opset_imports=opset), helper.make_model(dec, opset_imports=opset)
-    for m in models:
-        m.ir_version = 8
-    return models
 
 
 def rembg_mask(graphs, image, prompt):

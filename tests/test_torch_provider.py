@@ -258,7 +258,7 @@ def test_segment_anything_through_torch_equals_onnx_runtime(tmp_path, size, poin
     from remove_background.families.sam import options_prompt as sam_prompt
     from remove_background.options import RemovalOptions
     from remove_background.backends.routes import plan_providers
-    from test_sam import graph_models
+    from support.sam_graphs import graph_models
 
     paths = []
     for name, model in zip(("encoder", "decoder"), graph_models()):

@@ -1,6 +1,6 @@
 """ViTMatte, rembg 2.0.86's learned edge refinement (issue 26), against rembg's own code on the same files.
 
-The graphs (tests/vitmatte_graphs.py): ViTMatte's real architecture (transformers' ``VitMatteForImageMatting``, hustvl's
+The graphs (tests/support/vitmatte_graphs.py): ViTMatte's real architecture (transformers' ``VitMatteForImageMatting``, hustvl's
 small and base configurations) with random weights, exported at 1024² as rembg's files were; and a pointwise graph
 with the same input and output whose alpha is a known function of each pixel's input, for the windows. rembg 2.0.86
 runs in its own small environment (tests/newer_references.py), its checkpoint read from U2NET_HOME, where ours finds
@@ -33,14 +33,10 @@ from remove_background.imaging.windows import Windows
 from remove_background.pipeline import load_model
 
 pytest.importorskip("onnxruntime")
-vitmatte_graphs = pytest.importorskip("vitmatte_graphs")
+vitmatte_graphs = pytest.importorskip("support.vitmatte_graphs")
 
 DEFAULT = catalog.DEFAULT_VITMATTE
-ARCHITECTURE_OF = {  # every refiner row, and the architecture its graph here has (the checkpoints differ in weights)
-    "vitmatte-small-distinctions-646": "small", "vitmatte-small-composition-1k": "small",
-    "vitmatte-base-distinctions-646": "base", "vitmatte-base-composition-1k": "base",
-}
-COMPARED = set(ARCHITECTURE_OF)  # tests/test_model_families.py checks the catalog has no other refiner
+ARCHITECTURE_OF, COMPARED = vitmatte_graphs.ARCHITECTURE_OF, vitmatte_graphs.COMPARED
 SETTINGS = [  # the trimap's settings, as remove() and rembg's vitmatte_alpha name them
     dict(foreground_threshold=240, background_threshold=10, erode_size=10),  # rembg's defaults
     dict(foreground_threshold=200, background_threshold=50, erode_size=0),  # scipy still erodes 1 px at size 0

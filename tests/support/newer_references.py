@@ -123,3 +123,9 @@ def ben2_official(session, image: Image.Image, side: int = 1024) -> np.ndarray:
                                           size=(image.height, image.width), mode="bilinear")[0, 0]
     big = (big - big.min()) / (big.max() - big.min())
     return (big * 255).numpy().astype(np.uint8).astype(np.int16)
+
+
+# The catalog's newer models that rembg has no session for, and their authors' own steps (re-implemented above):
+# tests/test_newer_models.py compares each with ours, tests/test_model_families.py checks none is left out.
+OFFICIAL = {"birefnet-hr": birefnet_official, "birefnet-hr-matting": birefnet_official,
+            "birefnet-matting": birefnet_official, "ben2-base": ben2_official}

@@ -209,3 +209,10 @@ def rembg_cutouts(home: Path, session: str, variant: str, cases: list) -> list[n
             rows.append([*paths, settings])
         _run(_REMOVES, home, {"session": session, "variant": variant, "cases": rows})
         return [np.asarray(Image.open(row[1]).convert("RGBA")) for row in rows]
+
+
+ARCHITECTURE_OF = {  # every refiner row, and the architecture its graph here has (the checkpoints differ in weights)
+    "vitmatte-small-distinctions-646": "small", "vitmatte-small-composition-1k": "small",
+    "vitmatte-base-distinctions-646": "base", "vitmatte-base-composition-1k": "base",
+}
+COMPARED = set(ARCHITECTURE_OF)  # compared in test_vitmatte.py; test_model_families.py checks there is no other refiner
