@@ -294,7 +294,7 @@ def test_vitmatte_runs_beside_the_model_in_invokeais_cache(invokeai, provider, k
     converts it), and both are held there beside each other; the mask is the API's."""
     import dataclasses
 
-    vitmatte_graphs = pytest.importorskip("support.vitmatte_graphs")
+    from support import vitmatte_graphs
     pytest.importorskip("transformers")
     services, invocation = invokeai
     from invokeai.invocation_api import ImageField

@@ -33,7 +33,7 @@ from remove_background.imaging.windows import Windows
 from remove_background.pipeline import load_model
 
 pytest.importorskip("onnxruntime")
-vitmatte_graphs = pytest.importorskip("support.vitmatte_graphs")
+from support import vitmatte_graphs  # noqa: E402
 
 DEFAULT = catalog.DEFAULT_VITMATTE
 ARCHITECTURE_OF, COMPARED = vitmatte_graphs.ARCHITECTURE_OF, vitmatte_graphs.COMPARED

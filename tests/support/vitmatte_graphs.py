@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from newer_references import CACHE, rembg_python
+from support.newer_references import CACHE, rembg_python
 
 GRAPHS = CACHE / "vitmatte-graphs"
 SIDE = 1024
