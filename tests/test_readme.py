@@ -1,9 +1,10 @@
 """The front page (README.md) and the pages under .readme/, kept true by a test: the front page's size, every
-relative link and anchor, the model tables against the catalog, the two commands, and every code block a page
-marks to run (in a scratch folder with the real u2netp weights)."""
+relative link and anchor, the model tables against the catalog, the module map against the package, the two
+commands, and every code block a page marks to run (in a scratch folder with the real u2netp weights)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -23,6 +24,9 @@ DOCS = [README, *PAGES]
 FRONT_PAGE_LIMIT = 15_000  # bytes
 RUNS = "<!-- runs in CI: tests/test_readme.py -->"
 ILLUSTRATION = "<!-- illustration: not run -->"
+MAP_BEGIN = "<!-- module map: one row per module; tests/test_readme.py checks it -->"
+MAP_END = "<!-- end of module map -->"
+DEVELOPMENT = ROOT / ".readme" / "development.md"
 
 
 # --- reading markdown ---------------------------------------------------------------------------------------------
@@ -152,6 +156,57 @@ def test_the_refiner_tables_have_a_row_per_checkpoint_with_its_licence():
         for info in catalog.REFINERS.values():
             row = next(line for line in lines if f"`{info.name.removeprefix(catalog.VITMATTE_PREFIX)}`" in line)
             assert info.licence in row and ("non-commercial" in row) == (not info.commercial_use)
+
+
+# --- the module map -----------------------------------------------------------------------------------------------
+
+def only_reexports(path: Path) -> bool:
+    """An ``__init__.py`` of a docstring, imports and ``__all__`` only."""
+    for statement in ast.parse(path.read_text()).body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(statement, ast.Expr) and isinstance(getattr(statement.value, "value", None), str):
+            continue
+        if isinstance(statement, ast.Assign) and [getattr(t, "id", "") for t in statement.targets] == ["__all__"]:
+            continue
+        return False
+    return True
+
+
+def package_modules() -> set:
+    return {p.relative_to(ROOT).as_posix() for p in (ROOT / "remove_background").rglob("*.py")
+            if not (p.name == "__init__.py" and only_reexports(p))}
+
+
+def module_map() -> dict:
+    """{module path: [test files]} from the development page's table."""
+    rows = [line for line in between(DEVELOPMENT.read_text(), MAP_BEGIN, MAP_END).splitlines()
+            if line.startswith("| `remove_background/")]
+    found: dict = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        module = cells[0].strip("`")
+        assert module not in found, f"{module} is in the module map twice"
+        found[module] = re.findall(r"`(tests/[\w/]+\.py)`", cells[-1])
+    return found
+
+
+def test_the_module_map_names_every_module_of_the_package_and_only_those():
+    mapped, modules = set(module_map()), package_modules()
+    assert not modules - mapped, f"modules missing from .readme/development.md's map: {sorted(modules - mapped)}"
+    assert not mapped - modules, f"the map names modules that do not exist: {sorted(mapped - modules)}"
+
+
+def test_every_module_in_the_map_names_test_files_that_exist():
+    for module, tests in module_map().items():
+        assert tests, f"{module}: no test file named"
+        missing = [t for t in tests if not (ROOT / t).is_file()]
+        assert not missing, f"{module}: {missing} do not exist"
+
+
+def test_only_reexports_tells_the_init_files_apart():
+    assert only_reexports(ROOT / "remove_background" / "batch" / "__init__.py")
+    assert not only_reexports(ROOT / "remove_background" / "__init__.py")  # __version__, the node's registration
 
 
 # --- code blocks --------------------------------------------------------------------------------------------------
