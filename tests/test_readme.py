@@ -46,10 +46,10 @@ def blocks(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def prose(text: str) -> str:
-    """The text outside fenced blocks and inline code."""
+def prose(text: str, inline_code: bool = False) -> str:
+    """The text outside fenced blocks, and outside inline code unless ``inline_code``."""
     text = re.sub(r"^(```+).*?^\1\s*$", "", text, flags=re.S | re.M)
-    return re.sub(r"`[^`\n]*`", "", text)
+    return text if inline_code else re.sub(r"`[^`\n]*`", "", text)
 
 
 def slug(heading: str) -> str:
@@ -62,7 +62,7 @@ def slug(heading: str) -> str:
 def anchors(page: Path) -> set:
     seen: dict = {}
     out = set()
-    for line in prose(page.read_text()).splitlines():
+    for line in prose(page.read_text(), inline_code=True).splitlines():
         heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if heading:
             base = slug(heading.group(1))
@@ -108,6 +108,7 @@ def test_the_slug_rules():
     assert slug("ONNX Runtime's own GPU build (optional)") == "onnx-runtimes-own-gpu-build-optional"
     assert slug("Beyond rembg 2.0.69's models") == "beyond-rembg-2069s-models"
     assert slug("The `torch` route, [linked](x.md)") == "the-torch-route-linked"
+    assert {"two-commands-on-a-fresh-machine", "python-api", "licence"} <= anchors(README)
 
 
 def test_the_two_commands_are_on_the_front_page_and_ci_runs_the_tests_one():
