@@ -1,4 +1,4 @@
-"""The batch job's output bookkeeping alone (remove_background.batch_outputs, no Ray): which inputs are done, atomic
+"""The batch job's output bookkeeping alone (remove_background.batch.outputs, no Ray): which inputs are done, atomic
 writes, the job file, the failure manifest, temp files, and what stops a job; and the ``batch`` command line, which
 must parse and answer --help without Ray."""
 

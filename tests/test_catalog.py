@@ -72,39 +72,3 @@ def test_unknown_model_error_lists_choices():
         assert "u2netp" in str(e) and "u2netx" in str(e)
     else:
         raise AssertionError("expected ValueError")
-
-
-def test_readme_model_table_is_generated_from_the_catalog():
-    """The README's table between its markers equals what models_table.table() makes of the catalog now."""
-    from support import ROOT
-    from support.models_table import BEGIN, END, table
-
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(BEGIN) == readme.count(END) == 1
-    assert readme.split(BEGIN)[1].split(END)[0].strip() == table()
-
-
-def test_readme_refiner_table_is_generated_from_the_catalog():
-    """ViTMatte's checkpoints: their own table between their own markers, one row each, licences from the catalog."""
-    from conftest import ROOT
-    from models_table import REFINERS_BEGIN, REFINERS_END, refiner_table
-
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(REFINERS_BEGIN) == readme.count(REFINERS_END) == 1
-    assert readme.split(REFINERS_BEGIN)[1].split(REFINERS_END)[0].strip() == refiner_table()
-    lines = refiner_table().splitlines()
-    assert len(lines) == 2 + len(catalog.REFINERS)
-    for info in catalog.REFINERS.values():
-        row = next(line for line in lines if info.primary_file.filename in line)
-        assert info.licence in row and ("non-commercial" in row) == (not info.commercial_use)
-
-
-def test_the_table_has_a_row_per_file_and_says_what_each_needs():
-    from support.models_table import table
-
-    lines = table().splitlines()
-    assert len(lines) == 2 + sum(len(m.files) for m in catalog.MODELS.values())
-    for name, info in catalog.MODELS.items():
-        row = next(line for line in lines if line.startswith(f"| `{name}` |"))
-        assert f"{info.input_size}²" in row and info.licence in row
-        assert ("none published" in row) == (info.primary_file.checksum is None)

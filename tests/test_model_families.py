@@ -18,7 +18,7 @@ runs through the public ``remove()``. Segment Anything has its own test (tests/t
 "Faithful", per image: where our mask resize is rembg's own (the image is the model's size, or smaller than it on one
 side: both resize with PIL's LANCZOS), the masks are equal up to float rounding (ROUNDING: on ONNX Runtime at most
 1 grey level apart, on at most 0.1 % of the pixels). Where we upscale with our bilinear filter and rembg with
-LANCZOS: mean difference ≤ 0.5 and ≥ 99.9 % of pixels on the same side of 127 (README, "How it is built").
+LANCZOS: mean difference ≤ 0.5 and ≥ 99.9 % of pixels on the same side of 127 (.readme/development.md).
 u2net_cloth_seg is compared class map against class map instead (see the cloth tests), and a test plants wrong
 constants in the catalog to show that these comparisons catch them.
 """

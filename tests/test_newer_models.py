@@ -8,7 +8,7 @@ family's files end), through the public ``remove()`` on ONNX Runtime, the torch 
 - BiRefNet_HR and HR-matting (2048²), BiRefNet-matting and BEN2 base against their authors' own inference steps.
 
 Where our resizes are the reference's own (the model's size, or smaller on one side, against rembg), masks agree to
-float rounding; elsewhere within the README's bounds. Against the authors' steps the resize filters differ (they
+float rounding; elsewhere within the documented bounds. Against the authors' steps the resize filters differ (they
 resize with PIL's bilinear and bicubic, rembg's recipe with LANCZOS): bounds below, measured and printed on failure.
 One step is a deliberate departure, kept from rembg's recipe for every BiRefNet: the min-max stretch of the sigmoid
 (the authors take the sigmoid as it is). The reference takes it too, so that the comparison sees every other step;

@@ -6,7 +6,7 @@ with the same input and output whose alpha is a known function of each pixel's i
 runs in its own small environment (tests/newer_references.py), its checkpoint read from U2NET_HOME, where ours finds
 it too (rembg's folders are searched).
 
-"Faithful" is the bound the other models meet (README, "How it is built"): mean difference ≤ 0.5 on 0-255 and ≥ 99.9 %
+"Faithful" is the bound the other models meet (.readme/development.md): mean difference ≤ 0.5 on 0-255 and ≥ 99.9 %
 of pixels on the same side of 127. Real checkpoints cannot be fetched here: the quality of the alpha on real hair is
 not measured; what is tested is that rembg's method, on graphs of the same architecture, gives the same alpha.
 """

@@ -3,7 +3,7 @@
 Two backends run the same ONNX files: ONNX Runtime (its providers: CPU, CUDA, TensorRT, ...) and ``torch``, the
 files converted with onnx2torch and run on InvokeAI's own torch device (pytorch/session.py).
 
-Policy (documented in the README):
+Policy (documented in .readme/providers.md):
 - ``auto``: ONNX Runtime's GPU provider when it is installed and loads; otherwise torch when InvokeAI's device is a
   GPU (``cuda``/``cuda:N``, ROCm torch reports ``cuda``; ``mps``; ``xpu``); otherwise ONNX Runtime on the CPU, which
   is faster than torch there. Outside InvokeAI (no device given) the device is torch's own GPU, if torch is

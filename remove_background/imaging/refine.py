@@ -1,4 +1,4 @@
-"""Mask refinement, in one fixed order (documented in the README). The edge step (alpha matting or ViTMatte), when
+"""Mask refinement, in one fixed order (.readme/options.md). The edge step (alpha matting or ViTMatte), when
 asked for, runs between step 1 and step 2, as in rembg (``MaskOptions.split``).
 
 1. ``post_process``: rembg's morphological clean-up (open 3×3, blur, binarise at 127)

@@ -2,7 +2,7 @@
 
     PYTHONPATH=tests python -m support.make_readme_pictures     # in the project venv
 writes .readme/refinements.png and .readme/decontamination.png, and prints the
-decontamination figure quoted in the README.
+decontamination figure quoted in .readme/options.md.
 """
 
 from __future__ import annotations
