@@ -2,8 +2,9 @@
 
 InvokeAI's Custom Node Manager clones the repository into ``<root>/nodes/<repo
 name>/`` and imports this file. It loads the real package, ``remove_background``,
-which registers the node. (With a plain install, link or copy the
-``remove_background`` folder itself into ``nodes/`` instead: see the README.)
+which registers the node. (Installed with install.py instead, the package lives in
+InvokeAI's environment and a small pack in ``nodes/remove_background_node/`` loads it:
+see .readme/install.md.)
 """
 
 if __package__:  # imported as a package, as InvokeAI's loader does (pytest may import a clone's root file bare)

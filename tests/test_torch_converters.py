@@ -1,10 +1,12 @@
-"""The torch route's graph rewrites (onnx_rewrites) and converters (torch_converters), against ONNX Runtime.
+"""The torch route's graph rewrites (backends/pytorch/rewrites) and converters (backends/pytorch/converters), against
+ONNX Runtime.
 
 Each converter of our domain has a test on a small hand-made graph; each model family has a small network with the
 same operators, exported the way the real files were made (tests/support/torch_nets.py), converted through
-torch_convert.convert and compared with ONNX Runtime on the same file; the real u2netp is converted, compared and
-exported with torch.export (no data-dependent guard: no host round trip per run). Every forward counts what it reads
-back to the host (host_reads.HostReads): none, except in graphs whose shapes are input values.
+backends.pytorch.convert.convert and compared with ONNX Runtime on the same file; the real u2netp is converted,
+compared and exported with torch.export (no data-dependent guard: no host round trip per run). Every forward counts
+what it reads back to the host (backends.pytorch.host_reads.HostReads): none, except in graphs whose shapes are
+input values.
 """
 
 from __future__ import annotations

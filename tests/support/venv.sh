@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Create (or reuse) the cached test/demo venv and print its path.
-# The venv lives outside the clone, keyed by the dependency spec, so repeated
+# The venv lives outside the clone, keyed by the dependency spec (its comments left out), so repeated
 # runs are fast and a fresh machine still builds it from scratch.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-python3}"
-KEY="$( (cat "$ROOT/.ci/requirements-test.txt"; sed -n "/^dependencies = \[/,/^\]/p" "$ROOT/pyproject.toml") | sha256sum | cut -c1-16)"
+KEY="$( (grep -v '^[[:space:]]*#' "$ROOT/.ci/requirements-test.txt"; sed -n "/^dependencies = \[/,/^\]/p" "$ROOT/pyproject.toml") | sha256sum | cut -c1-16)"
 CACHE="${REMOVE_BACKGROUND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/remove-background}"
 VENV="$CACHE/venv-$KEY"
 if [ ! -f "$VENV/.complete" ]; then
