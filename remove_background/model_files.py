@@ -6,11 +6,14 @@ batch path all follow it; ``doctor`` shows the folders it gives on this machine)
 - Inside InvokeAI (the node): ``<InvokeAI models dir>/rembg`` (``invokeai_models_dir``).
 - Everywhere else: the folder given (``--models-dir``, ``models_dir=``), else ``$REMOVE_BACKGROUND_MODELS``, else
   ``~/.cache/remove-background/models`` (under ``$XDG_CACHE_HOME`` when set) (``models_dir_or_default``).
-- In both, rembg's own downloads (``$U2NET_HOME``, ``~/.u2net``) are searched too and used where they lie; they are
-  never written (``rembg_dirs``). A missing file is downloaded into the first folder.
+- In both, rembg's own downloads are searched too and used where they lie, never written (``rembg_dirs``): the
+  flat ``$U2NET_HOME`` or ``~/.u2net`` of rembg up to 2.0.8x, and newer rembg's ``<home>/models/<model>/`` (home:
+  ``$U2NET_HOME``, else ``$REMBG_HOME``, else ``$XDG_DATA_HOME/rembg`` or ``~/.rembg``). A missing file is
+  downloaded into the first folder.
 
 Layout: ``<folder>/<file name from the catalog>``. A file is hashed once; the result is remembered in
-``.verified.json`` beside it, keyed by size and mtime, so a 1 GB file is not re-hashed on every run. Where no
+``.verified.json`` in our folder (beside the file, or keyed by its full path for a file of rembg's), keyed by size
+and mtime, so a 1 GB file is not re-hashed on every run. Where no
 checksum is published, the sha256 of the first download is recorded beside the file (``NAME.sha256``) and the file
 is checked against it from then on (a file placed by hand, with no record, is used as it is).
 """
@@ -45,7 +48,7 @@ _download_locks: dict[Path, threading.Lock] = {}
 
 INVOKEAI_SUBFOLDER = "rembg"
 DEFAULT_FOLDER_TEXT = "$REMOVE_BACKGROUND_MODELS or ~/.cache/remove-background/models"  # for help texts
-REMBG_FOLDERS_TEXT = "$U2NET_HOME, ~/.u2net"
+REMBG_FOLDERS_TEXT = "$U2NET_HOME, ~/.u2net, ~/.rembg/models"
 
 
 def invokeai_models_dir(invokeai_models_path) -> Path:
@@ -67,13 +70,27 @@ def models_dir_or_default(models_dir=None) -> Path:
     return Path(models_dir).expanduser() if models_dir else default_models_dir()
 
 
+def rembg_home() -> Path:
+    """Newer rembg's home, as its ``BaseSession.rembg_home`` finds it; its files lie in ``<home>/models/<model>/``."""
+    if os.environ.get("U2NET_HOME"):
+        return Path(os.environ["U2NET_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    default = os.path.join(xdg, "rembg") if xdg else os.path.join("~", ".rembg")
+    return Path(os.environ.get("REMBG_HOME", default)).expanduser()
+
+
 def rembg_dirs() -> list[Path]:
-    """Folders where rembg keeps its own downloads (searched, never written)."""
+    """Folders where rembg keeps its own downloads (searched, never written): the flat folder of older rembg, then
+    each model's folder of newer rembg's layout."""
     dirs = []
     if os.environ.get("U2NET_HOME"):
         dirs.append(Path(os.environ["U2NET_HOME"]).expanduser())
     dirs.append(Path(os.environ.get("XDG_DATA_HOME", "~")).expanduser() / ".u2net")
     dirs.append(Path("~/.u2net").expanduser())
+    try:
+        dirs.extend(sorted(d for d in (rembg_home() / "models").iterdir() if d.is_dir()))
+    except OSError:  # no such folder, or unreadable
+        pass
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
@@ -100,6 +117,14 @@ def _stamp(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _index_place(path: Path, index_dir: Optional[Path]) -> tuple[Path, str]:
+    """(folder of the index, key) for ``path``: beside it, or in our folder keyed by its full path when it lies
+    elsewhere (rembg's folders are never written)."""
+    if index_dir is None or path.parent == index_dir:
+        return path.parent, path.name
+    return index_dir, str(path.absolute())
+
+
 def _read_index(folder: Path) -> dict:
     try:
         return json.loads((folder / VERIFIED_INDEX).read_text())
@@ -107,18 +132,21 @@ def _read_index(folder: Path) -> dict:
         return {}
 
 
-def _remember_verified(path: Path, checksum: str) -> None:
-    """Record that ``path`` matched ``checksum`` at its current size and mtime (best effort)."""
+def _remember_verified(path: Path, checksum: str, index_dir: Optional[Path] = None) -> None:
+    """Record that ``path`` matched ``checksum`` at its current size and mtime (best effort), in the index of
+    ``index_dir`` (default: the file's folder)."""
+    folder, key = _index_place(path, index_dir)
     with _index_lock:
-        index = _read_index(path.parent)
-        index[path.name] = {**_stamp(path), "checksum": checksum}
+        index = _read_index(folder)
+        index[key] = {**_stamp(path), "checksum": checksum}
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".verified-", suffix=".tmp")
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".verified-", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
                 json.dump(index, f, indent=1, sort_keys=True)
-            os.replace(tmp, path.parent / VERIFIED_INDEX)
-        except OSError:  # a read-only folder (rembg's, say) just means we hash again next time
-            log.debug("could not write %s in %s", VERIFIED_INDEX, path.parent)
+            os.replace(tmp, folder / VERIFIED_INDEX)
+        except OSError:  # a read-only folder just means we hash again next time
+            log.debug("could not write %s in %s", VERIFIED_INDEX, folder)
 
 
 RECORD_SUFFIX = ".sha256"
@@ -153,22 +181,24 @@ def expected_checksum(path: Path, spec: ModelFile) -> Optional[str]:
     return spec.checksum or recorded_checksum(path)
 
 
-def is_verified(path: Path, checksum: Optional[str]) -> bool:
-    """True when ``path`` was hashed before at its current size and mtime and matched."""
+def is_verified(path: Path, checksum: Optional[str], index_dir: Optional[Path] = None) -> bool:
+    """True when ``path`` was hashed before at its current size and mtime and matched (the index as in
+    ``_remember_verified``)."""
     if checksum is None:
         return path.is_file()
-    entry = _read_index(path.parent).get(path.name)
+    folder, key = _index_place(path, index_dir)
+    entry = _read_index(folder).get(key)
     try:
         return bool(entry) and entry.get("checksum") == checksum and entry == {**_stamp(path), "checksum": checksum}
     except OSError:
         return False
 
 
-def verify(path: Path, spec: ModelFile) -> None:
+def verify(path: Path, spec: ModelFile, index_dir: Optional[Path] = None) -> None:
     """Raise ModelChecksumError unless ``path`` matches the catalog checksum, or where none is published the one
-    recorded at its first download (hashing only when needed)."""
+    recorded at its first download (hashing only when needed; the index as in ``_remember_verified``)."""
     checksum = expected_checksum(path, spec)
-    if checksum is None or is_verified(path, checksum):
+    if checksum is None or is_verified(path, checksum, index_dir):
         return
     algorithm, expected = _split(checksum)
     actual = file_checksum(path, algorithm)
@@ -184,7 +214,7 @@ def verify(path: Path, spec: ModelFile) -> None:
             f"expected {expected} ({size:,} bytes on disk, about {spec.approx_mb} MB expected). Delete it and "
             f"download it again from {spec.url}"
         )
-    _remember_verified(path, checksum)
+    _remember_verified(path, checksum, index_dir)
 
 
 def find_file(spec: ModelFile, models_dir: Path, extra_dirs: Iterable[Path] = ()) -> Optional[Path]:
@@ -275,7 +305,7 @@ def ensure_file(
     extra = rembg_dirs() if search_rembg_dirs else []
     found = find_file(spec, models_dir, extra)
     if found is not None:
-        verify(found, spec)
+        verify(found, spec, models_dir)
         return found
     if not allow_download:
         raise ModelNotAvailableError(_missing_message(spec, models_dir, "downloads are disabled"))
@@ -283,7 +313,7 @@ def ensure_file(
     with lock:  # two threads asking for the same missing file download it once
         found = find_file(spec, models_dir)
         if found is not None:
-            verify(found, spec)
+            verify(found, spec, models_dir)
             return found
         log.info("Downloading %s from %s into %s", spec.filename, spec.url, models_dir)
         return download(spec, models_dir, progress)
@@ -308,5 +338,5 @@ def model_status(model: ModelInfo, models_dir: Path) -> list[tuple[ModelFile, Op
         if path is None:
             rows.append((spec, None, "missing"))
         else:
-            rows.append((spec, path, "verified" if is_verified(path, expected_checksum(path, spec)) else "present"))
+            rows.append((spec, path, "verified" if is_verified(path, expected_checksum(path, spec), models_dir) else "present"))
     return rows

@@ -148,6 +148,35 @@ def test_rembg_download_is_reused_in_place(tmp_path, monkeypatch):
     assert not (ours / "tiny.onnx").exists()  # not copied twice
 
 
+@pytest.mark.parametrize("env", ["REMBG_HOME", "XDG_DATA_HOME", "U2NET_HOME"])
+def test_newer_rembgs_per_model_folders_are_searched_and_never_written(tmp_path, monkeypatch, env):
+    """rembg 2.0.86 keeps files in <home>/models/<model>/ (home: $U2NET_HOME, $REMBG_HOME, $XDG_DATA_HOME/rembg,
+    ~/.rembg): found there, verified once (the record in our folder), nothing written into rembg's folders."""
+    for name in ("U2NET_HOME", "REMBG_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = tmp_path / "data" / "rembg" if env == "XDG_DATA_HOME" else tmp_path / "rembg-home"
+    monkeypatch.setenv(env, str(home.parent if env == "XDG_DATA_HOME" else home))
+    folder = home / "models" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "tiny.onnx").write_bytes(PAYLOAD)
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    ours = tmp_path / "models"
+    hashed = []
+    real = model_files.file_checksum
+    monkeypatch.setattr(model_files, "file_checksum", lambda *a: hashed.append(1) or real(*a))
+    for _ in range(2):
+        assert model_files.ensure_file(spec("http://127.0.0.1:9/none"), ours) == folder / "tiny.onnx"
+    assert len(hashed) == 1  # remembered, in our folder
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before
+    assert leftovers(ours) == [] and (ours / model_files.VERIFIED_INDEX).is_file()
+    info = ModelInfo("tiny", "Tiny", (spec("http://x/none"),), 320, (0, 0, 0), (1, 1, 1), "minmax", "MIT", True, "t")
+    assert model_files.model_status(info, ours)[0][1:] == (folder / "tiny.onnx", "verified")
+    (folder / "tiny.onnx").write_bytes(PAYLOAD[:-1] + b"\0")  # rembg's copy changed: checked again, and refused
+    with pytest.raises(ModelChecksumError):
+        model_files.ensure_file(spec("http://127.0.0.1:9/none"), ours)
+
+
 def test_concurrent_requests_download_once(server, tmp_path, monkeypatch):
     calls = []
     real = model_files.download
