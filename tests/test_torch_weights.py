@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from support import fetch_weights, torch_nets
 from remove_background.backends.pytorch import convert as torch_convert
-from remove_background.backends.pytorch import expansions
+from remove_background.backends.pytorch import expansions, rewrites
 from remove_background.backends.pytorch.host_reads import count_host_reads
 from remove_background.backends.pytorch.weights import held_bytes, held_values
 
@@ -195,6 +195,7 @@ def test_a_large_constant_made_of_small_ones_is_computed_not_stored(tmp_path, mo
     onnx.save(model, str(path))
     with monkeypatch.context() as patch:  # ONNX Runtime's fold alone stores them
         patch.setattr(expansions, "keep_out", lambda model, workdir: {})
+        patch.setattr(rewrites, "store_distinct_rows", lambda graph: None)
         stored = torch_convert.convert(path, "test", {"x": [1, 16, 49, 49]})
     assert held_values(stored) > 14 * file_values(path)
     module = torch_convert.convert(path, "test", {"x": [1, 16, 49, 49]})
@@ -219,6 +220,52 @@ def family_network(name: str, tmp_path):
     path = torch_nets.export(torch_nets.SamLikeDecoder(), args, tmp_path / "sam.onnx",
                              ["image_embeddings", "point_coords", "point_labels", "orig_im_size"], ["masks", "iou"])
     return path, {"point_coords": [1, 2, 2], "point_labels": [1, 2]}
+
+
+def relative_position_graph(path):
+    """ViTDet's relative positions: a table chosen by an If on a constant (``get_rel_pos`` resizes it when the
+    input's size differs from training), gathered for every (query, key) pair and read by an Einsum. The If hides the
+    Gather from ``keep_out``; ONNX Runtime's fold stores its [16, 16, 16] result. A Conv whose weight repeats its rows
+    must stay a Conv."""
+    rng = np.random.RandomState(0)
+    queries = np.arange(16)
+    inits = {"table": rng.randn(31, 16).astype(np.float32), "same_size": np.array(True),
+             "index": (queries[:, None] - queries[None, :] + 15).astype(np.int64),
+             "zero": np.array([0], np.int64), "w": np.tile(rng.randn(1, 1, 1, 16).astype(np.float32), (64, 1, 1, 1))}
+    as_trained = helper.make_graph([helper.make_node("Identity", ["table"], ["kept"])], "then", [],
+                                   [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [31, 16])])
+    resized = helper.make_graph([helper.make_node("Mul", ["table", "table"], ["scaled"])], "else", [],
+                                [helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [31, 16])])
+    nodes = [
+        helper.make_node("If", ["same_size"], ["chosen"], then_branch=as_trained, else_branch=resized),
+        helper.make_node("Gather", ["chosen", "index"], ["relative"], axis=0),
+        helper.make_node("Einsum", ["x", "relative"], ["scores"], equation="bqc,qkc->bqk"),
+        helper.make_node("Unsqueeze", ["scores", "zero"], ["image"]),
+        helper.make_node("Conv", ["image", "w"], ["y"]),  # 64 equal 1x16 filters
+    ]
+    graph = helper.make_graph(nodes, "relative", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_constant_of_few_distinct_rows_is_stored_as_its_rows(tmp_path, monkeypatch):
+    """What the fold gathered behind an If stays the size of its table (rewrites/tables.py), bit for bit."""
+    path = relative_position_graph(tmp_path / "relative.onnx")
+    with monkeypatch.context() as patch:  # without the rewrite: the fold's [16, 16, 16] tensor is held
+        patch.setattr(rewrites, "store_distinct_rows", lambda graph: None)
+        stored = torch_convert.convert(path, "test", {"x": [1, 16, 16]})
+    assert held_values(stored) > 2.5 * file_values(path)
+    module = torch_convert.convert(path, "test", {"x": [1, 16, 16]})
+    assert_held_once(module, path)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+    x = np.random.RandomState(1).randn(1, 16, 16).astype(np.float32)
+    np.testing.assert_array_equal(run(module, x), run(stored, x))
+    np.testing.assert_allclose(run(module, x), ort_run(path, x), rtol=1e-5, atol=1e-5)
+    assert count_host_reads(module, torch.from_numpy(x)).total == 0
 
 
 @pytest.mark.parametrize("name", ["swin", "deform", "sam"])

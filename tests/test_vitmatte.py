@@ -304,6 +304,33 @@ def test_torch_route_equals_onnx_runtime(size, small_graph, place, models_dir):
 
 
 @pytest.mark.slow
+def test_converted_vitmatte_holds_its_file_once_and_reads_nothing_back(small_graph):
+    """ViTDet's relative-position tables, which the fold gathers into a [64, 64, 64] tensor per global block, stay
+    the file's size (rewrites/tables.py; the module held 1.09x the file's values before), bit for bit what ONNX
+    Runtime computes, and a forward reads nothing back to the host."""
+    pytest.importorskip("onnx2torch")
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from remove_background.backends.pytorch.convert import convert
+    from remove_background.backends.pytorch.host_reads import count_host_reads
+    from remove_background.backends.pytorch.weights import held_values
+
+    module = convert(small_graph, "vitmatte", {"pixel_values": [1, 4, 1024, 1024]})
+    values = sum(int(np.prod(t.dims)) for t in onnx.load(str(small_graph), load_external_data=False).graph.initializer)
+    assert held_values(module) <= 1.05 * values, held_values(module) / values
+    x = vitmatte_graphs.reference_input()
+    reads = count_host_reads(module, torch.from_numpy(x))
+    assert reads.total == 0, reads.counts
+    with torch.no_grad():
+        alpha = module(torch.from_numpy(x))
+    session = ort.InferenceSession(str(small_graph), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"pixel_values": x})[0]
+    assert np.abs(alpha.numpy() - expected).max() < 1e-3
+
+
+@pytest.mark.slow
 def test_torch_route_with_the_device_steps(small_graph, place, models_dir, monkeypatch):
     """Where the model's steps run on its device (DeviceWork: here forced onto the CPU), the mask comes home for
     ViTMatte and the result is the host route's within the bounds."""

@@ -20,9 +20,12 @@ renamed into our domain, with what the folded graph knows as constants turned in
 - **Wrong or missing converters**: ``Clip`` on integers (onnx2torch clamps with floats, which makes a float tensor),
   ``GatherND`` with ``batch_dims`` > 0, ``LayerNormalization`` (onnx2torch needs the input's shape in value_info),
   ``OneHot`` (none), ``Flatten`` (onnx2torch's is wrong for axis 0 and axis = rank; ONNX always gives 2-D).
+- **Constants of few distinct rows** (a relative-position table the fold gathered for every query and key): their
+  distinct rows and an index, rebuilt by a ``Gather`` in each forward, so the module holds what the file holds.
 
 Where things are: ``graph.py`` (the node list, constants, inferred types; building our nodes), ``rules.py`` (one
-rule per operator), ``deform_conv.py`` (the deformable-convolution matcher).
+rule per operator), ``deform_conv.py`` (the deformable-convolution matcher), ``tables.py`` (constants of few distinct
+rows).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from .deform_conv import rewrite_deform_convs
 from .graph import DOMAIN, DOMAIN_VERSION, Graph
 from .rules import RULES
+from .tables import store_distinct_rows
 
 __all__ = ["DOMAIN", "DOMAIN_VERSION", "freeze_inputs", "rewrite"]
 
@@ -59,6 +63,7 @@ def rewrite(model, *, deform_conv: bool = True):
         if new is not None:
             graph.nodes[index] = new
     graph.remove_dead()
+    store_distinct_rows(graph)
     graph.commit()
     return model
 

@@ -59,6 +59,14 @@ class Graph:
         self._new_initializers.append(tensor)
         return name
 
+    def compute_constant(self, name: str, node) -> None:
+        """The initializer ``name`` becomes what ``node`` computes (from constants) at the start of each forward."""
+        tensor = self.initializers.pop(name)
+        self._arrays.pop(name, None)
+        self.types[name] = (tensor.data_type, list(tensor.dims))
+        self.nodes.insert(0, node)
+        self._producers = None
+
     def fresh(self, hint: str) -> str:
         self._counter += 1
         return f"{DOMAIN}/{hint}/{self._counter}"
