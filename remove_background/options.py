@@ -46,11 +46,13 @@ CONTEXTS = {  # the words of a help text that depend on where it is shown
 
 
 def option(default: Any, help: str, group: str, *, ge=None, le=None, labels: Optional[dict] = None,
-           node: Optional[str] = None, short: Optional[str] = None, node_shape: bool = False, metavar=None):
+           node: Optional[str] = None, short: Optional[str] = None, node_shape: bool = False, metavar=None,
+           title: Optional[str] = None):
     """One option's declaration. ``labels``: the allowed values with their labels (a dropdown on the node);
-    ``node``: the node field's name when it differs; ``node_shape``: the node shows it in a shape of its own."""
+    ``node``: the node field's name when it differs; ``node_shape``: the node shows it in a shape of its own;
+    ``title``: the node field's title where InvokeAI's (the name in title case) misspells it."""
     meta = dict(help=help, group=group, ge=ge, le=le, labels=labels, node=node, short=short, node_shape=node_shape,
-                metavar=metavar)
+                metavar=metavar, title=title)
     return field(default=default, metadata=meta)
 
 
@@ -108,11 +110,12 @@ class RemovalOptions:
                             "MB) is downloaded on first use. Post-process runs before it (as in rembg); the other mask "
                             "steps act on its alpha: threshold makes it binary again (the soft edge is lost), "
                             "grow/shrink moves the soft edge out or in, blur softens it further, invert keeps the "
-                            "background with the same soft edge", "mask")
+                            "background with the same soft edge", "mask", title="ViTMatte")
     vitmatte_model: str = option(DEFAULT_VITMATTE, "Which ViTMatte checkpoint (rembg's four): small (110 MB) or base "
                                  "(380 MB, about 2.5x the time); Distinctions-646 was trained on real photographs "
                                  "(rembg's default), Composition-1k on Adobe's composites, whose data is licensed for "
-                                 "NON-COMMERCIAL research only", "mask", labels=VITMATTE_LABELS)
+                                 "NON-COMMERCIAL research only", "mask", labels=VITMATTE_LABELS,
+                                 title="ViTMatte Model")
     post_process_mask: bool = option(False, "Refine step 1: rembg's morphological clean-up (removes specks, makes it "
                                      "binary)", "mask")
     mask_threshold: int = option(0, "Refine step 2: 0 keeps the soft mask; otherwise binary, 255 where mask ≥ this "
@@ -276,6 +279,8 @@ def node_input(name: str) -> dict:
         out.update(ge=meta["ge"], le=meta["le"])
     if meta["labels"] is not None:
         out["ui_choice_labels"] = dict(meta["labels"])
+    if meta["title"] is not None:
+        out["title"] = meta["title"]
     return out
 
 

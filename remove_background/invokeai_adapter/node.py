@@ -132,9 +132,12 @@ class RemoveBackgroundInvocation(BaseInvocation, WithBoard, WithMetadata):
     )
     output_mode: OutputMode = InputField(**node_input("output_mode"))
     cloth_category: ClothCategory = InputField(**node_input("cloth_category"))
-    sam_point_x: int = InputField(default=-1, ge=-1, description="sam only: x of the point prompt (-1 = image centre)")
-    sam_point_y: int = InputField(default=-1, ge=-1, description="sam only: y of the point prompt (-1 = image centre)")
-    sam_box: Optional[BoundingBoxField] = InputField(default=None, description="sam only: an optional box prompt")
+    sam_point_x: int = InputField(default=-1, ge=-1, title="SAM Point X",
+                                  description="sam only: x of the point prompt (-1 = image centre)")
+    sam_point_y: int = InputField(default=-1, ge=-1, title="SAM Point Y",
+                                  description="sam only: y of the point prompt (-1 = image centre)")
+    sam_box: Optional[BoundingBoxField] = InputField(default=None, title="SAM Box",
+                                                     description="sam only: an optional box prompt")
 
     def options(self, folder: Optional[Path] = None) -> RemovalOptions:
         """The node's fields as the pipeline's options; Model custom: the file named inside ``folder`` (the node's
