@@ -1,12 +1,7 @@
 """Every model in the catalog against rembg 2.0.69's own session class, on the same ONNX file.
 
-rembg's real weights are 5 MB to 1 GB each and cannot be fetched here, so each model gets a small graph of our own
-(onnx.helper) with that family's input and output: NCHW float input of any size, a seeded random 3×3 convolution,
-ReLU, a 16× average pool, a second random convolution and a linear Resize back up. The mask it gives is smooth and
-depends on the image's colours, texture and position, so a wrong mean, std, input size or output step shows. U²-Net,
-IS-Net and BRIA graphs end in a Sigmoid, as the real ones do; BiRefNet's return logits (the sigmoid is ours and
-rembg's to apply); u2net_cloth_seg's return 4 class channels. A second output (the first negated) stands for the real
-models' side outputs: both sides must read output 0.
+Each model's file is a small graph of its family's input and output (tests/support/family_graphs.py says how it
+is made, and why rembg's real weights are not used).
 
 The file is written as ``<U2NET_HOME>/<name>.onnx``, where rembg looks for it, and ours reads it from the same
 folder. Neither side downloads. rembg runs unchanged, with its own switch ``MODEL_CHECKSUM_DISABLED``: pooch then

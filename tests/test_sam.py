@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from remove_background.families import sam
-from support.sam_graphs import graph_models
+from support.sam_graphs import DECODER_INPUTS, disc_constants, disc_nodes, graph_models
 from remove_background.families.sam import options_prompt
 from remove_background.options import RemovalOptions
 
@@ -114,15 +114,8 @@ def _content_graphs() -> tuple[bytes, bytes]:
         [helper.make_tensor_value_info("image_embeddings", f, [1, 256, 64, 64])],
         [numpy_helper.from_array(np.array([1, sam.FRAME_H, sam.FRAME_W, 3], np.int64), "nhwc"),
          numpy_helper.from_array(pad_rows, "pads"), numpy_helper.from_array(w1, "w1")])
-    gy, gx = np.mgrid[0:sam.FRAME_H, 0:sam.FRAME_W].astype(np.float32)
-    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
     nodes = [
-        helper.make_node("Slice", ["point_coords", "s0", "s1", "ax"], ["p"]),  # the first point: [1, 1, 2]
-        helper.make_node("Split", ["p"], ["px", "py"], axis=2),
-        helper.make_node("Sub", ["gx", "px"], ["dx"]), helper.make_node("Sub", ["gy", "py"], ["dy"]),
-        helper.make_node("Mul", ["dx", "dx"], ["dx2"]), helper.make_node("Mul", ["dy", "dy"], ["dy2"]),
-        helper.make_node("Add", ["dx2", "dy2"], ["d2"]),
-        helper.make_node("Sub", ["r2", "d2"], ["disc_px"]),
+        *disc_nodes("disc_px"),
         helper.make_node("Div", ["disc_px", "r2"], ["disc"]),  # 1 at the point, 0 on the circle, < 0 outside
         helper.make_node("Conv", ["image_embeddings", "w2"], ["c"]),
         helper.make_node("Resize", ["c", "", "up"], ["c_up"], mode="linear"),
@@ -132,13 +125,11 @@ def _content_graphs() -> tuple[bytes, bytes]:
         helper.make_node("ReduceMean", ["term"], ["iou_predictions"], keepdims=0),
         helper.make_node("Identity", ["c"], ["low_res_masks"]),
     ]
-    consts = [numpy_helper.from_array(a, n) for a, n in [
-        (gx[None, None], "gx"), (gy[None, None], "gy"), (np.array(260.0**2, np.float32), "r2"),
-        (np.array([0, 0], np.int64), "s0"), (np.array([1, 1], np.int64), "s1"), (np.array([0, 1], np.int64), "ax"),
+    consts = disc_constants(260.0) + [numpy_helper.from_array(a, n) for a, n in [
         (w2, "w2"), (np.array([1, 1, 16, 16], np.float32), "up"), (np.array([0], np.int64), "r0"),
         (np.array([sam.FRAME_H], np.int64), "r1"), (np.array([2], np.int64), "axr"), (median, "median")]]
     dec = helper.make_graph(
-        nodes, "decoder", [helper.make_tensor_value_info(n, f, None) for n in names],
+        nodes, "decoder", [helper.make_tensor_value_info(n, f, None) for n in DECODER_INPUTS],
         [helper.make_tensor_value_info("masks", f, [1, 1, sam.FRAME_H, sam.FRAME_W]),
          helper.make_tensor_value_info("iou_predictions", f, None),
          helper.make_tensor_value_info("low_res_masks", f, None)], consts)
