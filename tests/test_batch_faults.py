@@ -23,6 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the batch path needs the 'ray' extra")
 
+from support import ROOT
 from support.batch import (
     CORRUPT,
     OPTIONS,
@@ -41,7 +42,6 @@ from remove_background.batch import outputs as bo  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 GOOD = 8
 
 

@@ -28,13 +28,12 @@ import pytest
 import torch
 from onnx import helper
 
-from support import torch_nets
+from support import ROOT, torch_nets
 from remove_background.backends.pytorch import convert as torch_convert
 from remove_background.backends.pytorch.rewrites.layouts import moves_like, reshape, transpose
 
 OLDEST = "1.17.0"  # pyproject: onnxruntime>=1.17
 NEWEST = "1.32.0"  # the newest on PyPI when last checked (pip index versions onnxruntime); pyproject: <1.33
-ROOT = Path(__file__).resolve().parent.parent
 SHAPE = [1, 4, 16, 16]
 
 
