@@ -6,16 +6,16 @@ batch path all follow it; ``doctor`` shows the folders it gives on this machine)
 - Inside InvokeAI (the node): ``<InvokeAI models dir>/rembg`` (``invokeai_models_dir``).
 - Everywhere else: the folder given (``--models-dir``, ``models_dir=``), else ``$REMOVE_BACKGROUND_MODELS``, else
   ``~/.cache/remove-background/models`` (under ``$XDG_CACHE_HOME`` when set) (``models_dir_or_default``).
-- In both, rembg's own downloads are searched too and used where they lie, never written (``rembg_dirs``): the
-  flat ``$U2NET_HOME`` or ``~/.u2net`` of rembg up to 2.0.8x, and newer rembg's ``<home>/models/<model>/`` (home:
-  ``$U2NET_HOME``, else ``$REMBG_HOME``, else ``$XDG_DATA_HOME/rembg`` or ``~/.rembg``). A missing file is
+- In both, rembg's own downloads are searched too and used where they lie, never written (``rembg_dirs``): older
+  rembg's flat ``$U2NET_HOME`` or ``~/.u2net``, and newer rembg's ``<home>/models/<model>/`` (home: ``$U2NET_HOME``,
+  else ``$REMBG_HOME``, else ``$XDG_DATA_HOME/rembg`` or ``~/.rembg``, as in rembg 2.0.86). A missing file is
   downloaded into the first folder.
 
 Layout: ``<folder>/<file name from the catalog>``. A file is hashed once; the result is remembered in
 ``.verified.json`` in our folder (beside the file, or keyed by its full path for a file of rembg's), keyed by size
-and mtime, so a 1 GB file is not re-hashed on every run. Where no
-checksum is published, the sha256 of the first download is recorded beside the file (``NAME.sha256``) and the file
-is checked against it from then on (a file placed by hand, with no record, is used as it is).
+and mtime, so a 1 GB file is not re-hashed on every run. Where no checksum is published, the sha256 of the first
+download is recorded beside the file (``NAME.sha256``) and the file is checked against it from then on (a file
+placed by hand, with no record, is used as it is).
 """
 
 from __future__ import annotations
