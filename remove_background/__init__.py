@@ -18,12 +18,14 @@ from .imaging.buffers import clear_buffers  # noqa: E402
 from .catalog import MODEL_NAMES, MODELS  # noqa: E402
 from .errors import (  # noqa: E402
     DependencyMissingError,
+    DeviceOutOfMemoryError,
     InvalidImageError,
     ModelChecksumError,
     ModelFileError,
     ModelNotAvailableError,
     ProviderUnavailableError,
     RemoveBackgroundError,
+    TorchConversionError,
 )
 from .options import RemovalOptions  # noqa: E402
 from .pipeline import RemovalResult, load_model, remove  # noqa: E402
@@ -52,4 +54,6 @@ __all__ = [
     "ProviderUnavailableError",
     "DependencyMissingError",
     "InvalidImageError",
+    "TorchConversionError",
+    "DeviceOutOfMemoryError",
 ]

@@ -268,3 +268,23 @@ def test_marked_blocks_run(lang, code, workspace):
         assert (folder / saved).is_file(), f"{saved} was not written"
     for out in re.findall(r"(?:-o |run_batch\(\"[^\"]+\", \")([\w./-]+)", code):
         assert list((folder / out).rglob("*.png")), f"nothing written into {out}"
+
+
+def test_every_name_the_pages_document_is_importable():
+    """What the pages tell users to import, and every error they name, is there: each error from the package's top
+    level or, for the batch path's own, from ``remove_background.batch`` (in its ``__all__``); the rest from the
+    module the page imports it from."""
+    import builtins
+    import importlib
+
+    import remove_background
+    import remove_background.batch as batch
+
+    for doc in DOCS:
+        text = doc.read_text()
+        for module, names in re.findall(r"^from (remove_background[\w.]*) import ([\w, ]+)$", text, re.M):
+            for name in (n.strip() for n in names.split(",")):
+                assert hasattr(importlib.import_module(module), name), (doc.name, module, name)
+        for error in set(re.findall(r"`(\w+Error)`", text)) - set(dir(builtins)):
+            home = next((m for m in (remove_background, batch) if error in m.__all__), None)
+            assert home is not None and issubclass(getattr(home, error), Exception), (doc.name, error)

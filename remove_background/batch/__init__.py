@@ -5,6 +5,7 @@
 (progress bar; Ray's own output into a log file)."""
 
 from .job import BatchJob
-from .ray_job import BatchReport, run_batch, run_job
+from .outputs import OutputFolderError
+from .ray_job import BatchReport, WorkerSetupError, run_batch, run_job
 
-__all__ = ["run_batch", "run_job", "BatchJob", "BatchReport"]
+__all__ = ["run_batch", "run_job", "BatchJob", "BatchReport", "OutputFolderError", "WorkerSetupError"]
