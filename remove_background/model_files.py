@@ -132,6 +132,18 @@ def _read_index(folder: Path) -> dict:
         return {}
 
 
+def _write_text(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` atomically: a temporary file beside it, renamed into place, removed on failure."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _remember_verified(path: Path, checksum: str, index_dir: Optional[Path] = None) -> None:
     """Record that ``path`` matched ``checksum`` at its current size and mtime (best effort), in the index of
     ``index_dir`` (default: the file's folder)."""
@@ -141,10 +153,7 @@ def _remember_verified(path: Path, checksum: str, index_dir: Optional[Path] = No
         index[key] = {**_stamp(path), "checksum": checksum}
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".verified-", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(index, f, indent=1, sort_keys=True)
-            os.replace(tmp, folder / VERIFIED_INDEX)
+            _write_text(folder / VERIFIED_INDEX, json.dumps(index, indent=1, sort_keys=True))
         except OSError:  # a read-only folder just means we hash again next time
             log.debug("could not write %s in %s", VERIFIED_INDEX, folder)
 
@@ -169,10 +178,7 @@ def recorded_checksum(path: Path) -> Optional[str]:
 def _record_first_download(tmp: Path, target: Path) -> str:
     """Hash a finished download that has no published checksum and record it beside ``target`` (atomically)."""
     digest = file_checksum(tmp, "sha256")
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".sha256.tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{digest}  {target.name}\n")  # sha256sum's format
-    os.replace(name, record_path(target))
+    _write_text(record_path(target), f"{digest}  {target.name}\n")  # sha256sum's format
     return f"sha256:{digest}"
 
 

@@ -61,8 +61,8 @@ def model_request(
                              f"fed: {', '.join(families.custom_families())}).")
         return (*custom_model(model_path, model_family), plan)
     info = catalog.get_model(model)
-    folder = Path(models_dir).expanduser() if models_dir else model_files.default_models_dir()
-    paths = model_files.ensure_model(info, folder, progress=progress, allow_download=allow_download)
+    paths = model_files.ensure_model(info, model_files.models_dir_or_default(models_dir), progress=progress,
+                                     allow_download=allow_download)
     return info, paths, plan
 
 
