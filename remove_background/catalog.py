@@ -162,8 +162,9 @@ MODELS: dict[str, ModelInfo] = {
                 source="rembg 2.0.86 (its birefnet_general_fp16 session: the birefnet-general file converted with "
                        "onnxconverter-common, keep_io_types)"),
         _single("birefnet-hr", "BiRefNet HR (general, 2048²)",
-                BIREFNET_RELEASES + "BiRefNet_HR-general-epoch_130.onnx", None, 1099, description="BiRefNet trained at 2048×2048 for general use: better on images larger "
-                "than 1024² (its authors' advice); needs several times the memory of the 1024² models.",
+                BIREFNET_RELEASES + "BiRefNet_HR-general-epoch_130.onnx", None, 1099,
+                description="BiRefNet trained at 2048×2048 for general use: better on images larger than 1024² (its "
+                "authors' advice); needs several times the memory of the 1024² models.",
                 source=_BIREFNET_SOURCE.format(card="BiRefNet_HR"), **_BIREFNET_HR),
         _single("birefnet-hr-matting", "BiRefNet HR matting (2048²)",
                 BIREFNET_RELEASES + "BiRefNet_HR-matting-epoch_135.onnx", None, 1099,

@@ -87,10 +87,10 @@ def check_route(job: BatchJob, device: Optional[str]) -> None:
 
 
 def preflight(job: BatchJob) -> None:
-    """Before any work, on the driver: the model's files (and the refiner's, when the options ask for one) are here
-    and verified, or downloaded once here (ModelNotAvailableError, ModelChecksumError), and the provider can be planned for the workers. No session is
-    created: only the workers run the model (a session here would be thrown away, and with ``auto`` on a GPU
-    machine it would be a whole torch conversion)."""
+    """Before any work, on the driver: the model's files (and the refiner's, when the options ask for one) are
+    here and verified, or downloaded once here (ModelNotAvailableError, ModelChecksumError), and the provider can be
+    planned for the workers. No session is created: only the workers run the model (a session here would be thrown
+    away, and with ``auto`` on a GPU machine it would be a whole torch conversion)."""
     from ..pipeline import model_request, refiner_request
 
     opts = job.options

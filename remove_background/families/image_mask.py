@@ -1,9 +1,10 @@
 """The shared base of families whose model maps one image to one mask (U²-Net, IS-Net, BiRefNet, BRIA, cloth).
 
 rembg's recipe, which each such family follows: resize the image to the model's square input (PIL's LANCZOS), divide
-by the image's maximum (by 255 for the rows whose authors do: ``max_scaled``), normalise with the model's mean and std (NCHW float32), run, take output 0, apply a sigmoid
-where the family's file gives logits, stretch min..max to 0..1, and resize the mask back to the image. The resizes
-are ours and cheaper (imaging/resample.py) and stay within a fraction of a grey level of rembg's.
+by the image's maximum (by 255 for the rows whose authors do: ``max_scaled``), normalise with the model's mean and
+std (NCHW float32), run, take output 0, apply a sigmoid where the family's file gives logits, stretch min..max to
+0..1, and resize the mask back to the image. The resizes are ours and cheaper (imaging/resample.py) and stay within
+a fraction of a grey level of rembg's.
 
 A subclass sets ``sigmoid`` and may replace ``small_mask`` / ``device_small_mask`` (cloth's classes). The device
 versions do the same maths on the model's torch device, with nothing read back to the host.

@@ -17,8 +17,8 @@ single pass:
    full-resolution image, so the mask's edges move onto the photo's real edges instead of staying where a
    bilinear stretch puts them (it decides only where the bilinear mask is between 4 % and 96 %, so the photo's
    own texture cannot leak into solid parts of the mask). The filter only runs on tiles where the mask has an
-   edge (elsewhere it would return the bilinear mask unchanged), which keeps it cheap at 4096² and beyond. It uses OpenCV's
-   ``cv2.ximgproc.guidedFilter`` when opencv-contrib is installed (InvokeAI ships it) and otherwise an
+   edge (elsewhere it would return the bilinear mask unchanged), which keeps it cheap at 4096² and beyond. It uses
+   OpenCV's ``cv2.ximgproc.guidedFilter`` when opencv-contrib is installed (InvokeAI ships it) and otherwise an
    equivalent guided filter built from ``cv2.boxFilter`` (plain opencv-python-headless has no ximgproc).
 
 3. **Haze.** Values up to ``HAZE`` (10 %) become 0 and those from there to 50 % are stretched back over

@@ -1,13 +1,14 @@
 """Large constants that the fold would make out of small ones stay computed in each forward, not stored.
 
 ONNX Runtime's fold stores the result of every computation on constants. Most are shapes and small tensors, but a
-Swin backbone's shifted-window attention mask, built at export from a small image of window labels, becomes a
-stored ``[windows, N, N]`` tensor: a third of the weights of the Swin test network (tests/support/torch_nets.py), and for
-BiRefNet at 1024², counting its windows, some 17 M values besides 242 M weights (not measured here). ``keep_out`` finds the nodes whose inputs are all constants and whose output holds at
-least ``EXPANSION`` times their inputs' values and a share ``SHARE`` of the file's weights; each such node then
-reads its inputs from new graph inputs during the fold, so ONNX Runtime cannot fold it, and ``put_back`` makes
-those inputs initializers again. The node and what follows it run in each forward (elementwise work on the
-device, no host read); everything before it folds as before.
+Swin backbone's shifted-window attention mask, built at export from a small image of window labels, becomes a stored
+``[windows, N, N]`` tensor: a third of the weights of the Swin test network (tests/support/torch_nets.py), and for
+BiRefNet at 1024², counting its windows, some 17 M values besides 242 M weights (not measured here). ``keep_out``
+finds the nodes whose inputs are all constants and whose output holds at least ``EXPANSION`` times their inputs'
+values and a share ``SHARE`` of the file's weights; each such node then reads its inputs from new graph inputs
+during the fold, so ONNX Runtime cannot fold it, and ``put_back`` makes those inputs initializers again. The node
+and what follows it run in each forward (elementwise work on the device, no host read); everything before it folds
+as before.
 
 Nodes whose inputs are sizes (ConstantOfShape, Range...) are never cut, and a node with a data input and shape or
 index inputs (Expand, Tile, Gather...) reads only its data from a new input: shapes stay constants.
