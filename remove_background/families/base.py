@@ -66,7 +66,7 @@ class Family:
 
     def device_mask(self, model: "LoadedModel", frame: Any, options: "RemovalOptions") -> Optional[Any]:
         """The same mask as a uint8 tensor on the model's torch device, ``frame`` being the image there
-        (backends/pytorch/device_work.DeviceFrame); None where this family, or these options, have no device
+        (backends/pytorch/device_frame.DeviceFrame); None where this family, or these options, have no device
         version (the host's ``mask`` then runs, with the model still on its device)."""
         return None
 
